@@ -5,7 +5,8 @@
 >>> w = nzdist.decompress(ct)
 """
 
+from .accounting import comm_stats
 from .codec import CompressedTensor, FormatError, Lossless, Lossy, compress, decompress
 
-__all__ = ["compress", "decompress", "Lossless", "Lossy", "FormatError", "CompressedTensor"]
+__all__ = ["comm_stats", "compress", "decompress", "Lossless", "Lossy", "FormatError", "CompressedTensor"]
 __version__ = "0.1.0"

@@ -1,0 +1,49 @@
+"""Per-rank counters of what compression saves on the wire.
+
+Integrations (FSDP2, ZeRO-3) call :func:`record_all_gather` once per all-gather with the payload bytes this rank
+sent and the bytes a dense all-gather of the same tensors would have sent. ``memory_report`` lives with each
+integration (it needs to know where shards are kept) and is re-exported from the package root.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class CommStats:
+    all_gathers: int = 0
+    payload_bytes: int = 0  # compressed bytes this rank contributed (capacity-padded, as sent)
+    dense_bytes: int = 0  # what the same all-gathers would have sent uncompressed
+
+    @property
+    def ratio(self) -> float:
+        return self.payload_bytes / self.dense_bytes if self.dense_bytes else float("nan")
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "ratio": self.ratio}
+
+
+_lock = threading.Lock()
+_stats = CommStats()
+
+
+def record_all_gather(payload_bytes: int, dense_bytes: int) -> None:
+    with _lock:
+        _stats.all_gathers += 1
+        _stats.payload_bytes += int(payload_bytes)
+        _stats.dense_bytes += int(dense_bytes)
+
+
+def comm_stats(reset: bool = False) -> CommStats:
+    """All-gather bytes this rank sent, and the dense bytes the same all-gathers would have sent.
+
+    >>> s = nzdist.comm_stats(); print(s.payload_bytes / s.dense_bytes)
+    """
+    global _stats
+    with _lock:
+        snapshot = CommStats(**asdict(_stats))
+        if reset:
+            _stats = CommStats()
+    return snapshot
