@@ -6,7 +6,9 @@
 """
 
 from .accounting import comm_stats
-from .codec import CompressedTensor, FormatError, Lossless, Lossy, compress, decompress
+from .codec import (CompressedTensor, FormatError, Lossless, Lossy, compress, decompress, decompress_batch,
+                    get_num_threads, max_compressed_bytes, set_num_threads)
 
-__all__ = ["comm_stats", "compress", "decompress", "Lossless", "Lossy", "FormatError", "CompressedTensor"]
+__all__ = ["compress", "decompress", "decompress_batch", "max_compressed_bytes", "set_num_threads",
+           "get_num_threads", "Lossless", "Lossy", "FormatError", "CompressedTensor", "comm_stats"]
 __version__ = "0.1.0"

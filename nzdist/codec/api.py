@@ -1,36 +1,98 @@
-"""compress / decompress: the codec's public entry points."""
+"""compress / decompress: the codec's public entry points (CPU codec in nzdist._C)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-from . import _provisional as _backend
-from .config import MANTISSA_BITS, Codec, Lossless
+from .. import _C
+from .config import Codec, Lossless, Lossy
+from .dtypes import dtype_code
 from .tensor import CompressedTensor
 
 
-def _check_dtype(dtype: torch.dtype) -> None:
-    if dtype not in MANTISSA_BITS:
-        raise TypeError(f"nzdist compresses bfloat16, float16 and float32 tensors, not {dtype}")
+def _codec_args(dtype: torch.dtype, codec: Codec) -> tuple[int, int, int]:
+    if not isinstance(codec, (Lossless, Lossy)):
+        raise TypeError(f"codec must be nzdist.Lossless() or nzdist.Lossy(...), got {codec!r}")
+    keep = codec.mantissa_bits_for(dtype)
+    block = codec.block_size if isinstance(codec, Lossy) else 0
+    return keep, block, codec.chunk_elems
 
 
-def compress(tensor: torch.Tensor, codec: Codec | None = None) -> CompressedTensor:
-    """Compress a float tensor: ``ct = nzdist.compress(w, codec=nzdist.Lossless())``."""
-    codec = codec or Lossless()
-    _check_dtype(tensor.dtype)
-    data = _backend.encode(tensor.detach().cpu(), codec)
+def compress(tensor: torch.Tensor, codec: Codec | None = None, *, threads: int = 0) -> CompressedTensor:
+    """Compress a bf16/fp16/fp32 tensor of any shape.
+
+    >>> ct = nzdist.compress(w, codec=nzdist.Lossless())          # bit-exact
+    >>> ct = nzdist.compress(w, codec=nzdist.Lossy(mantissa_bits=3, block_size=512))
+
+    ``threads``: CPU threads (0 = all cores, or nzdist.set_num_threads / NZDIST_NUM_THREADS).
+    """
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor, got {type(tensor).__name__}")
+    code = dtype_code(tensor.dtype)
+    codec = Lossless() if codec is None else codec
+    keep, block, chunk = _codec_args(tensor.dtype, codec)
+    src = tensor.detach()
+    if src.device.type != "cpu":
+        src = src.cpu()
+    src = src.contiguous()
+    encoded = _C.encode(src.data_ptr(), src.numel(), list(src.shape), code, keep, block, chunk, threads)
+    data = torch.empty(encoded.nbytes, dtype=torch.uint8)
+    encoded.write(data.data_ptr(), threads)  # `src` is alive until here: raw payloads copy from it
     return CompressedTensor(data, tensor.shape, tensor.dtype)
 
 
-def decompress(ct: CompressedTensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Decode ``ct``; into ``out`` (same shape and dtype) when given, else into a new tensor."""
-    if out is None:
-        out = torch.empty(ct.shape, dtype=ct.dtype)
-    elif out.shape != ct.shape or out.dtype != ct.dtype:
-        raise ValueError(f"out has shape {tuple(out.shape)} and dtype {out.dtype}; the payload holds "
-                         f"{tuple(ct.shape)} {ct.dtype}")
-    target = out if out.is_contiguous() and out.device.type == "cpu" else torch.empty_like(out, device="cpu").contiguous()
-    _backend.decode(ct.data.cpu(), target)
-    if target is not out:
-        out.copy_(target)
-    return out
+def _check_out(ct: CompressedTensor, out: torch.Tensor) -> None:
+    if out.shape != ct.shape or out.dtype != ct.dtype:
+        raise ValueError(f"out is {tuple(out.shape)} {out.dtype}; the payload holds {tuple(ct.shape)} {ct.dtype}")
+
+
+def decompress(ct: CompressedTensor, out: torch.Tensor | None = None, *, threads: int = 0) -> torch.Tensor:
+    """Decode ``ct`` into a new tensor, or into ``out`` (same shape and dtype, any device or layout).
+
+    Raises ``nzdist.FormatError`` for a corrupt payload, checked before anything is written.
+    """
+    return decompress_batch([ct], None if out is None else [out], threads=threads)[0]
+
+
+def decompress_batch(cts: Sequence[CompressedTensor], outs: Sequence[torch.Tensor] | None = None, *,
+                     threads: int = 0) -> list[torch.Tensor]:
+    """Decode many payloads in one multithreaded pass over all their chunks (e.g. every rank's shard after an
+    all-gather). Returns the outputs (``outs`` when given)."""
+    if outs is not None and len(outs) != len(cts):
+        raise ValueError(f"{len(cts)} payloads but {len(outs)} outputs")
+    results, targets, jobs = [], [], []
+    for i, ct in enumerate(cts):
+        if not isinstance(ct, CompressedTensor):
+            raise TypeError(f"expected a CompressedTensor, got {type(ct).__name__}")
+        out = torch.empty(ct.shape, dtype=ct.dtype) if outs is None else outs[i]
+        _check_out(ct, out)
+        direct = out.device.type == "cpu" and out.is_contiguous()
+        target = out if direct else torch.empty(ct.shape, dtype=ct.dtype)
+        data = ct.data if ct.data.device.type == "cpu" else ct.data.cpu()
+        results.append(out)
+        targets.append((target, data))
+        jobs.append((data.data_ptr(), data.numel(), target.data_ptr(), target.numel() * target.element_size()))
+    _C.decode_batch(jobs, threads)
+    for out, (target, _) in zip(results, targets):
+        if target is not out:
+            out.copy_(target)
+    return results
+
+
+def max_compressed_bytes(numel: int, dtype: torch.dtype, codec: Codec | None = None, ndim: int = 1) -> int:
+    """The largest payload ``compress`` can return for ``numel`` elements of ``dtype`` in ``ndim`` dims (lossless
+    payloads never exceed the raw fallback: header + numel * element size)."""
+    code = dtype_code(dtype)
+    keep, block, chunk = _codec_args(dtype, Lossless() if codec is None else codec)
+    return _C.max_encoded_bytes(int(numel), int(ndim), code, keep, block, chunk)
+
+
+def set_num_threads(n: int) -> None:
+    """CPU codec threads for calls that pass no ``threads`` (0 = all cores)."""
+    _C.set_num_threads(int(n))
+
+
+def get_num_threads() -> int:
+    return _C.get_num_threads()

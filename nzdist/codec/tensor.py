@@ -1,22 +1,34 @@
-"""CompressedTensor: a payload in the nzdist format plus the facts its header states."""
+"""CompressedTensor: a payload in the nzdist format (csrc/FORMAT.md) plus the facts its header states."""
 
 from __future__ import annotations
 
 import torch
 
-from . import _provisional as _backend
+from .. import _C
+from .dtypes import CODE_DTYPES
+
+
+def _as_uint8(buf) -> torch.Tensor:
+    if isinstance(buf, torch.Tensor):
+        if buf.dtype != torch.uint8 or buf.dim() != 1:
+            raise TypeError(f"expected a 1-D torch.uint8 tensor, got {buf.dtype} of shape {tuple(buf.shape)}")
+        return buf if buf.is_contiguous() else buf.contiguous()
+    if isinstance(buf, (bytes, bytearray, memoryview)):
+        # torch.frombuffer needs a writable buffer and rejects empty ones; one copy of a bytes object.
+        return torch.frombuffer(bytearray(buf), dtype=torch.uint8) if len(buf) else torch.empty(0, dtype=torch.uint8)
+    raise TypeError(f"expected bytes, bytearray, memoryview or a uint8 tensor, got {type(buf).__name__}")
 
 
 class CompressedTensor:
-    """A compressed float tensor. ``data`` is a 1-D uint8 tensor holding the whole payload (header included).
+    """A compressed float tensor. ``data`` is a 1-D uint8 tensor holding the whole payload, header included.
 
     >>> ct = nzdist.compress(torch.randn(4, 8).bfloat16())
-    >>> ct2 = nzdist.CompressedTensor.from_bytes(ct.to_bytes())
+    >>> same = nzdist.CompressedTensor.from_bytes(ct.to_bytes())
     """
 
     __slots__ = ("data", "shape", "dtype")
 
-    def __init__(self, data: torch.Tensor, shape: torch.Size, dtype: torch.dtype):
+    def __init__(self, data: torch.Tensor, shape, dtype: torch.dtype):
         self.data = data
         self.shape = torch.Size(shape)
         self.dtype = dtype
@@ -34,20 +46,25 @@ class CompressedTensor:
     def bits_per_element(self) -> float:
         return 8.0 * self.nbytes / max(1, self.numel)
 
+    def header(self) -> dict:
+        """The payload header's fields (dtype code, mode, kept mantissa bits, chunking, sizes)."""
+        host = self.data[: min(self.nbytes, 256)].cpu()
+        return _C.parse_header(host.data_ptr(), self.nbytes)
+
     def to_bytes(self) -> bytes:
         return self.data.cpu().numpy().tobytes()
 
     @classmethod
-    def from_bytes(cls, buf) -> "CompressedTensor":
-        """Parse and validate a payload (bytes, bytearray, memoryview, or a 1-D uint8 tensor, not copied)."""
-        if isinstance(buf, torch.Tensor):
-            if buf.dtype != torch.uint8 or buf.dim() != 1:
-                raise TypeError(f"expected a 1-D uint8 tensor, got {buf.dtype} with shape {tuple(buf.shape)}")
-            data = buf
-        else:
-            data = torch.frombuffer(bytearray(buf), dtype=torch.uint8) if len(buf) else torch.empty(0, dtype=torch.uint8)
-        dtype, shape, *_ = _backend.parse(data.cpu() if data.is_cuda else data)
-        return cls(data, shape, dtype)
+    def from_bytes(cls, buf) -> CompressedTensor:
+        """Parse and validate a payload header. ``buf``: bytes-like, or a 1-D uint8 tensor (not copied).
+
+        Trailing bytes after the payload (e.g. capacity padding) are ignored; the payload's own checksums are
+        verified when it is decoded. Raises ``nzdist.FormatError`` for a malformed or truncated payload.
+        """
+        data = _as_uint8(buf)
+        host = data if data.device.type == "cpu" else data.cpu()
+        info = _C.parse_header(host.data_ptr(), host.numel())
+        return cls(data[: info["total_bytes"]], info["shape"], CODE_DTYPES[info["dtype"]])
 
     def __repr__(self) -> str:
         return (f"CompressedTensor(shape={tuple(self.shape)}, dtype={self.dtype}, nbytes={self.nbytes}, "

@@ -1,0 +1,105 @@
+// pybind11 bindings: integers (data pointers, sizes) in, integers and dicts out. No torch headers, so the
+// extension is independent of the installed torch's ABI; Python passes tensor.data_ptr().
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "cpu/codec.h"
+#include "cpu/crc32c.h"
+#include "cpu/parallel.h"
+
+namespace py = pybind11;
+
+namespace {
+
+// nzdist.FormatError, looked up once at import; a plain handle because pybind11's translators are function
+// pointers (no captures). Deliberately never released: it lives as long as the interpreter.
+PyObject* g_format_error = nullptr;
+
+const uint8_t* as_ptr(uintptr_t p) { return reinterpret_cast<const uint8_t*>(p); }
+
+py::dict header_dict(const nz::HeaderInfo& h) {
+  py::dict d;
+  d["dtype"] = int(h.dtype);
+  d["mode"] = int(h.mode);
+  d["keep_bits"] = int(h.keep_bits);
+  d["flags"] = int(h.flags);
+  py::list shape;
+  for (int i = 0; i < h.ndim; i++) shape.append(h.shape[i]);
+  d["shape"] = shape;
+  d["numel"] = h.numel;
+  d["total_bytes"] = h.total_bytes;
+  d["header_bytes"] = h.header_bytes;
+  d["chunk_elems"] = h.chunk_elems;
+  d["num_chunks"] = h.num_chunks;
+  d["block_size"] = h.block_size;
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "nzdist CPU codec (csrc/FORMAT.md)";
+  // FormatError is defined in Python (nzdist.codec.errors) so it can be caught without importing the extension.
+  g_format_error = py::object(py::module_::import("nzdist.codec.errors").attr("FormatError")).release().ptr();
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const nz::FormatError& e) {
+      PyErr_SetString(g_format_error, e.what());
+    }
+  });
+
+  py::class_<nz::Encoded>(m, "Encoded")
+      .def_property_readonly("nbytes", &nz::Encoded::nbytes)
+      .def("write", [](const nz::Encoded& e, uintptr_t dst, int threads) {
+        py::gil_scoped_release nogil;
+        e.write(reinterpret_cast<uint8_t*>(dst), threads);
+      }, py::arg("dst_ptr"), py::arg("threads") = 0);
+
+  m.def("encode", [](uintptr_t src, uint64_t numel, std::vector<int64_t> shape, int dtype, int keep_bits,
+                     uint32_t block_size, uint32_t chunk_elems, int threads) {
+    nz::EncodeParams p;
+    p.dtype = uint8_t(dtype);
+    p.keep_bits = keep_bits;
+    p.block_size = block_size;
+    p.chunk_elems = chunk_elems;
+    py::gil_scoped_release nogil;
+    return nz::encode(as_ptr(src), numel, shape.data(), int(shape.size()), p, threads);
+  }, py::arg("src_ptr"), py::arg("numel"), py::arg("shape"), py::arg("dtype"), py::arg("keep_bits"),
+     py::arg("block_size"), py::arg("chunk_elems"), py::arg("threads") = 0,
+     "Encode numel elements at src_ptr; returns an Encoded whose write(dst_ptr) fills nbytes bytes.");
+
+  m.def("decode", [](uintptr_t src, uint64_t len, uintptr_t dst, uint64_t dst_bytes, int threads) {
+    py::gil_scoped_release nogil;
+    nz::decode(as_ptr(src), len, reinterpret_cast<void*>(dst), dst_bytes, threads);
+  }, py::arg("src_ptr"), py::arg("src_len"), py::arg("dst_ptr"), py::arg("dst_bytes"), py::arg("threads") = 0);
+
+  m.def("decode_batch", [](const std::vector<std::tuple<uintptr_t, uint64_t, uintptr_t, uint64_t>>& jobs, int threads) {
+    std::vector<nz::DecodeJob> js;
+    js.reserve(jobs.size());
+    for (auto& [s, l, d, b] : jobs) js.push_back({as_ptr(s), l, reinterpret_cast<void*>(d), b});
+    py::gil_scoped_release nogil;
+    nz::decode_batch(js, threads);
+  }, py::arg("jobs"), py::arg("threads") = 0, "jobs: [(src_ptr, src_len, dst_ptr, dst_bytes)], decoded in one pass");
+
+  m.def("parse_header", [](uintptr_t src, uint64_t len) { return header_dict(nz::parse_header(as_ptr(src), len)); },
+        py::arg("src_ptr"), py::arg("src_len"));
+
+  m.def("max_encoded_bytes", [](uint64_t numel, int ndim, int dtype, int keep_bits, uint32_t block_size,
+                                uint32_t chunk_elems) {
+    nz::EncodeParams p;
+    p.dtype = uint8_t(dtype);
+    p.keep_bits = keep_bits;
+    p.block_size = block_size;
+    p.chunk_elems = chunk_elems;
+    return nz::max_encoded_bytes(numel, ndim, p);
+  });
+
+  m.def("crc32c", [](uintptr_t src, uint64_t len, uint32_t crc) {
+    py::gil_scoped_release nogil;
+    return nz::crc32c(as_ptr(src), len, crc);
+  }, py::arg("src_ptr"), py::arg("len"), py::arg("crc") = 0);
+
+  m.def("set_num_threads", &nz::set_default_threads);
+  m.def("get_num_threads", &nz::default_threads);
+}

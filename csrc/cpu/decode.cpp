@@ -1,0 +1,311 @@
+// CPU decoder. Every offset, count and table is validated against the payload's bounds and checksums before it
+// is used, so a corrupted payload raises FormatError and never reads or writes out of bounds.
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "bytes.h"
+#include "codec.h"
+#include "crc32c.h"
+#include "parallel.h"
+
+namespace nz {
+namespace {
+
+[[noreturn]] void fail(const std::string& what) { throw FormatError("nzdist payload: " + what); }
+
+struct Prepared {
+  HeaderInfo h;
+  const uint8_t* src;
+  const uint8_t* index;  // (num_chunks + 1) u64 offsets, validated
+  const uint8_t* norms;  // per-block f32 normalisers or null, validated
+  uint8_t* dst;
+};
+
+Prepared prepare(const uint8_t* src, uint64_t len, void* dst, uint64_t dst_bytes) {
+  Prepared p{parse_header(src, len), src, nullptr, nullptr, static_cast<uint8_t*>(dst)};
+  const HeaderInfo& h = p.h;
+  const DTypeInfo d = dtype_info(h.dtype);
+  if (dst_bytes != h.numel * (d.bits / 8))
+    throw std::invalid_argument("nzdist: output buffer has " + std::to_string(dst_bytes) + " bytes, the payload holds " +
+                                std::to_string(h.numel * (d.bits / 8)));
+  if (h.mode == kModeRaw) {
+    if (crc32c(src + h.header_bytes, h.total_bytes - h.header_bytes) != get_u32(src, kOffMetaCrc))
+      fail("checksum mismatch in raw data");
+    return p;
+  }
+  uint64_t off = h.header_bytes;
+  if (h.flags & kFlagNormalized) {
+    uint64_t nblocks = (h.numel + h.block_size - 1) / h.block_size;
+    if (nblocks > (h.total_bytes - off) / 4) fail("normaliser section runs past the end");
+    p.norms = src + off;
+    off += align_up(4 * nblocks);
+  }
+  if (uint64_t(h.num_chunks) + 1 > (h.total_bytes - std::min(off, h.total_bytes)) / 8)
+    fail("chunk index runs past the end");
+  p.index = src + off;
+  off += align_up(8 * (uint64_t(h.num_chunks) + 1));
+  if (off > h.total_bytes) fail("chunk index runs past the end");
+  if (crc32c(src + h.header_bytes, off - h.header_bytes) != get_u32(src, kOffMetaCrc))
+    fail("checksum mismatch in normalisers or chunk index");
+  uint64_t prev = off;
+  if (get_u64(p.index, 0) != off) fail("first chunk offset is wrong");
+  for (uint64_t c = 1; c <= h.num_chunks; c++) {
+    uint64_t o = get_u64(p.index, 8 * c);
+    if (o < prev + kChunkHeaderBytes || o % kAlign || o > h.total_bytes) fail("chunk index is inconsistent");
+    prev = o;
+  }
+  if (prev != h.total_bytes) fail("chunk index does not end at the payload's end");
+  if (p.norms) {
+    uint64_t nblocks = (h.numel + h.block_size - 1) / h.block_size;
+    for (uint64_t b = 0; b < nblocks; b++) {
+      float s = bits_f32(get_u32(p.norms, 4 * b));
+      if (!(s >= 1.f && s < 2.f)) fail("block normaliser out of range");
+    }
+  }
+  return p;
+}
+
+struct Scratch {
+  std::vector<uint32_t> q;
+  std::vector<uint32_t> table[kMaxFields];
+};
+
+// Interleaved rANS decode of one field into q (OR-ed in at `shift`).
+void rans_decode(const uint8_t* states, const uint32_t* table, const uint8_t* words, uint64_t n_words, uint64_t n,
+                 int shift, uint32_t* q) {
+  uint32_t st[kLanes];
+  for (int l = 0; l < kLanes; l++) st[l] = get_u32(states, 4 * l);
+  uint64_t pos = 0;
+  auto renorm = [&](uint32_t& x) {
+    if (x < kRansL) {
+      uint32_t w = pos < n_words ? get_u16(words, 2 * pos) : 0u;
+      x = (x << 16) | w;
+      pos++;
+    }
+  };
+  uint64_t full = n / kLanes;
+  for (uint64_t step = 0; step < full; step++) {
+    uint32_t* out = q + step * kLanes;
+    for (int l = 0; l < kLanes; l++) {
+      uint32_t x = st[l];
+      out[l] |= rans_decode_step(x, table) << shift;
+      renorm(x);
+      st[l] = x;
+    }
+  }
+  for (int l = 0; l < int(n - full * kLanes); l++) {
+    uint32_t x = st[l];
+    q[full * kLanes + l] |= rans_decode_step(x, table) << shift;
+    renorm(x);
+    st[l] = x;
+  }
+  if (pos != n_words) fail("entropy-coded stream length does not match its symbols");
+  for (int l = 0; l < kLanes; l++)
+    if (st[l] != kRansL) fail("entropy-coded stream is corrupted (final state mismatch)");
+}
+
+void raw_decode(const uint8_t* src, uint64_t n, uint64_t n_pad, int width, int shift, uint32_t* q) {
+  if (width == 8) {
+    for (uint64_t i = 0; i < n; i++) q[i] |= uint32_t(src[i]) << shift;
+    return;
+  }
+  for (uint64_t g = 0; g < n_pad / kLanes; g++) {
+    uint32_t* out = q + g * kLanes;
+    for (int j = 0; j < width; j++) {
+      uint32_t w = get_u32(src, (g * width + j) * 4);
+      for (int l = 0; l < kLanes; l++) out[l] |= ((w >> l) & 1u) << (shift + j);
+    }
+  }
+}
+
+void build_table(const uint8_t* entries, int n_used, int width, uint32_t* table) {
+  uint32_t cum = 0;
+  int prev = -1;
+  for (int i = 0; i < n_used; i++) {
+    uint32_t e = uint32_t(entries[3 * i]) | uint32_t(entries[3 * i + 1]) << 8 | uint32_t(entries[3 * i + 2]) << 16;
+    int sym = int(e & 0x3FF);
+    uint32_t freq = ((e >> 10) & 0x7FF) + 1;
+    if ((e >> 21) || sym <= prev || sym >= (1 << width) || cum + freq > kProbScale) fail("bad frequency table");
+    for (uint32_t s = 0; s < freq; s++) table[cum + s] = pack_decode_entry(uint32_t(sym), freq, s);
+    cum += freq;
+    prev = sym;
+  }
+  if (cum != kProbScale) fail("frequencies do not sum to 2^11");
+}
+
+void decode_chunk(const Prepared& p, uint64_t c, Scratch& scratch) {
+  const HeaderInfo& h = p.h;
+  const DTypeInfo d = dtype_info(h.dtype);
+  const FieldLayout fl = field_layout(h.dtype, h.keep_bits);
+  const uint64_t begin = c * h.chunk_elems;
+  const uint64_t n = std::min<uint64_t>(h.chunk_elems, h.numel - begin);
+  const uint64_t n_pad = (n + kLanes - 1) / kLanes * kLanes;
+  const uint64_t start = get_u64(p.index, 8 * c), size = get_u64(p.index, 8 * (c + 1)) - start;
+  const uint8_t* ch = p.src + start;
+  if (crc32c(ch + 4, size - 4) != get_u32(ch, kChunkOffCrc)) fail("checksum mismatch in chunk " + std::to_string(c));
+  if (get_u32(ch, kChunkOffElems) != n) fail("chunk " + std::to_string(c) + " has the wrong element count");
+  const uint8_t mask = ch[kChunkOffCodedMask];
+  if (mask >> fl.n) fail("chunk " + std::to_string(c) + " codes a field that does not exist");
+
+  // Walk the layout: coded field headers+tables, raw fields, word streams; all must fit exactly.
+  uint64_t off = kChunkHeaderBytes;
+  const uint8_t* fhead[kMaxFields] = {};
+  const uint8_t* fdata[kMaxFields] = {};
+  uint64_t n_words[kMaxFields] = {};
+  for (int f = 0; f < fl.n; f++) {
+    if (!(mask >> f & 1)) continue;
+    if (off + kFieldHeaderBytes > size) fail("chunk field header runs past the chunk");
+    fhead[f] = ch + off;
+    int n_used = get_u16(ch, off);
+    n_words[f] = get_u32(ch, off + 4);
+    if (n_used == 0 || n_used > (1 << fl.width[f])) fail("bad symbol count");
+    uint64_t table_end = off + kFieldHeaderBytes + uint64_t(kTableEntryBytes) * n_used;
+    if (table_end > size) fail("frequency table runs past the chunk");
+    scratch.table[f].resize(kProbScale);
+    build_table(ch + off + kFieldHeaderBytes, n_used, fl.width[f], scratch.table[f].data());
+    off = align_up(table_end);
+  }
+  for (int f = 0; f < fl.n; f++) {
+    if (mask >> f & 1) continue;
+    fdata[f] = ch + off;
+    off += align_up(raw_field_bytes(fl.width[f], n_pad));
+    if (off > size) fail("raw field runs past the chunk");
+  }
+  for (int f = 0; f < fl.n; f++) {
+    if (!(mask >> f & 1)) continue;
+    if (n_words[f] > size / 2) fail("word stream runs past the chunk");
+    fdata[f] = ch + off;
+    off += align_up(2 * n_words[f]);
+    if (off > size) fail("word stream runs past the chunk");
+  }
+  if (off != size) fail("chunk " + std::to_string(c) + " size does not match its layout");
+
+  std::vector<uint32_t>& q = scratch.q;
+  q.assign(n_pad, 0u);
+  for (int f = 0; f < fl.n; f++) {
+    if (mask >> f & 1)
+      rans_decode(fhead[f] + 8, scratch.table[f].data(), fdata[f], n_words[f], n, fl.shift[f], q.data());
+    else
+      raw_decode(fdata[f], n, n_pad, fl.width[f], fl.shift[f], q.data());
+  }
+
+  const int drop = d.mant_bits - h.keep_bits;
+  const int bytes = d.bits / 8;
+  uint8_t* out = p.dst + begin * bytes;
+  if (!(h.flags & kFlagNormalized)) {
+    if (bytes == 2) {
+      for (uint64_t i = 0; i < n; i++) {
+        uint16_t v = uint16_t(q[i] << drop);
+        std::memcpy(out + 2 * i, &v, 2);
+      }
+    } else {
+      for (uint64_t i = 0; i < n; i++) {
+        uint32_t v = q[i] << drop;
+        std::memcpy(out + 4 * i, &v, 4);
+      }
+    }
+    return;
+  }
+  const uint32_t inf = exp_all_ones(d);
+  for (uint64_t i = 0; i < n; i++) {
+    uint32_t u = q[i] << drop;
+    if ((u & inf) != inf) {
+      float s = bits_f32(get_u32(p.norms, 4 * ((begin + i) / h.block_size)));
+      u = float_to_dtype(dtype_to_float(u, h.dtype) * s, h.dtype);
+    }
+    std::memcpy(out + bytes * i, &u, bytes);
+  }
+}
+
+void decode_prepared(const std::vector<Prepared>& jobs, int threads) {
+  std::vector<std::pair<uint32_t, uint64_t>> work;  // (job, chunk)
+  for (uint32_t j = 0; j < jobs.size(); j++) {
+    const Prepared& p = jobs[j];
+    if (p.h.mode == kModeRaw) {
+      std::memcpy(p.dst, p.src + p.h.header_bytes, p.h.numel * (dtype_info(p.h.dtype).bits / 8));
+      continue;
+    }
+    for (uint64_t c = 0; c < p.h.num_chunks; c++) work.emplace_back(j, c);
+  }
+  parallel_for(work.size(), threads, [&](uint64_t i) {
+    thread_local Scratch scratch;
+    decode_chunk(jobs[work[i].first], work[i].second, scratch);
+  });
+}
+
+}  // namespace
+
+HeaderInfo parse_header(const uint8_t* src, uint64_t len) {
+  if (len < kHeaderFixedBytes)
+    fail("truncated: " + std::to_string(len) + " bytes, the header alone needs " + std::to_string(kHeaderFixedBytes));
+  if (get_u32(src, kOffMagic) != kMagic) fail("bad magic, not an nzdist payload");
+  uint16_t version = get_u16(src, kOffVersion);
+  if (version != kVersion)
+    fail("unsupported format version " + std::to_string(version) + " (this build reads " + std::to_string(kVersion) + ")");
+  HeaderInfo h{};
+  h.ndim = src[kOffNdim];
+  if (h.ndim > int(kMaxNdim)) fail("ndim " + std::to_string(h.ndim) + " exceeds 16");
+  h.header_bytes = get_u16(src, kOffHeaderBytes);
+  if (h.header_bytes != align_up(kHeaderFixedBytes + 8 * uint64_t(h.ndim))) fail("header size is inconsistent");
+  if (len < h.header_bytes) fail("truncated inside the header");
+  uint8_t hdr[kHeaderFixedBytes + 8 * kMaxNdim];
+  std::memcpy(hdr, src, h.header_bytes);
+  put_u32(hdr, kOffHeaderCrc, 0);
+  if (crc32c(hdr, h.header_bytes) != get_u32(src, kOffHeaderCrc)) fail("header checksum mismatch");
+
+  h.dtype = src[kOffDtype];
+  h.mode = src[kOffMode];
+  h.keep_bits = src[kOffKeepBits];
+  h.flags = src[kOffFlags];
+  h.numel = get_u64(src, kOffNumel);
+  h.chunk_elems = get_u32(src, kOffChunkElems);
+  h.num_chunks = get_u32(src, kOffNumChunks);
+  h.block_size = get_u32(src, kOffBlockSize);
+  h.total_bytes = get_u64(src, kOffTotalBytes);
+  const DTypeInfo d = dtype_info(h.dtype);
+  if (d.bits == 0) fail("unknown dtype code " + std::to_string(h.dtype));
+  if (h.keep_bits > d.mant_bits) fail("kept mantissa bits exceed the dtype's");
+  if (h.flags & ~uint8_t(kFlagNormalized | kFlagLossy)) fail("unknown flags");
+  if (!(h.flags & kFlagLossy) && (h.keep_bits != d.mant_bits || (h.flags & kFlagNormalized)))
+    fail("lossless payload with lossy parameters");
+  if (bool(h.flags & kFlagNormalized) != (h.block_size != 0)) fail("block size and normalisation flag disagree");
+  unsigned __int128 prod = 1;
+  for (int i = 0; i < h.ndim; i++) {
+    int64_t dim = int64_t(get_u64(src, kOffShape + 8 * i));
+    if (dim < 0) fail("negative dimension");
+    h.shape[i] = dim;
+    prod *= uint64_t(dim);
+    if (prod > (unsigned __int128)(1) << 62) fail("absurd shape");
+  }
+  if (uint64_t(prod) != h.numel) fail("shape does not match the element count");
+  if (h.total_bytes < h.header_bytes) fail("total size smaller than the header");
+  if (len < h.total_bytes)
+    fail("truncated: " + std::to_string(len) + " bytes of " + std::to_string(h.total_bytes));
+  if (h.mode == kModeRaw) {
+    if (h.flags || h.num_chunks || h.chunk_elems) fail("raw payload with coded parameters");
+    if (h.numel > (h.total_bytes - h.header_bytes) / (d.bits / 8) ||
+        h.total_bytes != align_up(h.header_bytes + h.numel * (d.bits / 8)))
+      fail("raw payload size does not match its element count");
+  } else if (h.mode == kModeCoded) {
+    if (src[kOffProbBits] != kProbBits) fail("unsupported probability precision");
+    if (h.chunk_elems < 1024 || h.chunk_elems > (1u << 24) || h.chunk_elems % kLanes) fail("bad chunk size");
+    if (h.num_chunks != (h.numel + h.chunk_elems - 1) / h.chunk_elems) fail("chunk count does not match");
+  } else {
+    fail("unknown mode " + std::to_string(h.mode));
+  }
+  return h;
+}
+
+void decode(const uint8_t* src, uint64_t len, void* dst, uint64_t dst_bytes, int threads) {
+  decode_prepared({prepare(src, len, dst, dst_bytes)}, threads);
+}
+
+void decode_batch(const std::vector<DecodeJob>& jobs, int threads) {
+  std::vector<Prepared> prepared;
+  prepared.reserve(jobs.size());
+  for (const DecodeJob& j : jobs) prepared.push_back(prepare(j.src, j.len, j.dst, j.dst_bytes));
+  decode_prepared(prepared, threads);
+}
+
+}  // namespace nz

@@ -1,0 +1,172 @@
+"""The compressed copy of each ZeRO-3 partition this rank owns, and the payload sizes of every rank.
+
+One ``CompressedPartitions`` per engine. An entry is valid from ``refresh`` (a collective: encode the local
+partition, all-gather the payload sizes) until ``invalidate``. Invalidation only happens where every rank of the
+partition group takes part (optimizer step, checkpoint load, ``partition(has_been_updated=True)``), so all ranks
+agree on which entries are stale and a stale entry can be refreshed inside the next all-gather of its bucket.
+
+Knowing every rank's payload size ahead of the gather is what lets the all-gather send exactly
+max-over-ranks bytes per parameter, with no size exchange (and no device-to-host sync) on the gather path.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+
+import nzdist
+from nzdist.codec.config import MANTISSA_BITS
+
+from .config import NeuzipConfig
+
+
+@dataclass
+class _Entry:
+    payload: torch.Tensor | None = None  # this rank's partition (its valid elements), compressed
+    sizes: tuple[int, ...] | None = None  # payload bytes of every rank in the partition group; None = stale
+    at_rest: bool = False  # the dense partition was released; payload is the only copy
+
+
+def partition_numel(param) -> int:
+    return param.ds_tensor.ds_numel
+
+
+def valid_numel(param, rank: int) -> int:
+    """Elements of rank ``rank``'s partition that belong to the parameter (the tail of the last one is padding)."""
+    ps = partition_numel(param)
+    return max(0, min(ps, param.ds_numel - rank * ps))
+
+
+def group_of(param):
+    return param.ds_process_group
+
+
+def by_group(params: Iterable) -> list[list]:
+    """Parameters split by partition group, each list in ds_id order (the order every rank agrees on)."""
+    groups = defaultdict(list)
+    for p in params:
+        groups[id(group_of(p))].append(p)
+    return [sorted(g, key=lambda p: p.ds_id) for g in groups.values()]
+
+
+class CompressedPartitions:
+    def __init__(self, cfg: NeuzipConfig):
+        self.cfg = cfg
+        self.codec = cfg.codec_object()
+        self._entries: dict[int, _Entry] = {}  # keyed by ds_id
+        self.params: list = []
+
+    # --- which parameters -------------------------------------------------------------------------------
+    def eligible(self, param) -> bool:
+        if param.ds_tensor is None or param.ds_tensor.dtype not in MANTISSA_BITS:
+            return False
+        if param.ds_numel < self.cfg.min_numel:
+            return False
+        if self.cfg.params == "frozen" and param.requires_grad:
+            return False
+        return True
+
+    def adopt(self, params: Iterable) -> list:
+        for p in params:
+            if self.eligible(p) and p.ds_id not in self._entries:
+                self._entries[p.ds_id] = _Entry()
+                self.params.append(p)
+        return self.params
+
+    def manages(self, param) -> bool:
+        return getattr(param, "ds_id", None) in self._entries
+
+    def exact(self, param) -> bool:
+        """Whether this parameter's payload decodes to the partition bit for bit."""
+        return self.manages(param) and self.cfg.codec == "lossless"
+
+    def is_stale(self, param) -> bool:
+        return self._entries[param.ds_id].sizes is None
+
+    def sizes(self, param) -> tuple[int, ...]:
+        return self._entries[param.ds_id].sizes
+
+    def payload(self, param) -> torch.Tensor:
+        return self._entries[param.ds_id].payload
+
+    # --- state changes ----------------------------------------------------------------------------------
+    def invalidate(self, params: Iterable) -> None:
+        for p in params:
+            e = self._entries.get(getattr(p, "ds_id", None))
+            if e is not None and not e.at_rest:
+                e.sizes = None
+
+    def refresh(self, params: Iterable) -> None:
+        """Encode each parameter's local partition and learn every rank's payload size. Collective over each
+        parameter's partition group: every rank must call it with the same parameters."""
+        from .allgather import exchange_sizes
+
+        params = [p for p in params if self.manages(p)]
+        for group in by_group(params):
+            rank = group[0].ds_zero_partition_rank
+            local = []
+            for p in group:
+                e = self._entries[p.ds_id]
+                if not e.at_rest:  # an at-rest payload is already the partition
+                    e.payload = self._encode(p, rank)
+                local.append(e.payload.numel())
+            table = exchange_sizes(local, group_of(group[0]))
+            for i, p in enumerate(group):
+                e = self._entries[p.ds_id]
+                e.sizes = tuple(int(s) for s in table[:, i].tolist())
+                if self.cfg.compress_at_rest and not p.requires_grad:
+                    self._release(p, e)
+
+    def _encode(self, param, rank: int) -> torch.Tensor:
+        n = valid_numel(param, rank)
+        if n == 0:
+            return torch.empty(0, dtype=torch.uint8, device=param.ds_tensor.device)
+        ct = nzdist.compress(param.ds_tensor.detach().narrow(0, 0, n), codec=self.codec)
+        return ct.data.to(param.ds_tensor.device)
+
+    # --- compressed at rest (frozen, lossless) ----------------------------------------------------------
+    def _release(self, param, e: _Entry) -> None:
+        # Keep the tensor object (DeepSpeed hangs ds_numel/status/final_location on it); drop its storage.
+        param.ds_tensor.data = torch.empty(0, dtype=param.ds_tensor.dtype, device=param.ds_tensor.device)
+        e.at_rest = True
+
+    def materialize(self, params: Iterable | None = None) -> list:
+        """Give at-rest parameters a dense partition again (before DeepSpeed reads or writes ds_tensor);
+        returns them so the caller can ``release_again`` them."""
+        done = []
+        for p in self.params if params is None else params:
+            e = self._entries.get(getattr(p, "ds_id", None))
+            if e is None or not e.at_rest:
+                continue
+            ps, rank = partition_numel(p), p.ds_zero_partition_rank
+            dense = torch.zeros(ps, dtype=p.ds_tensor.dtype, device=p.ds_tensor.device)
+            n = valid_numel(p, rank)
+            if n:
+                nzdist.decompress(nzdist.CompressedTensor.from_bytes(e.payload.cpu()), out=dense.narrow(0, 0, n))
+            p.ds_tensor.data = dense
+            e.at_rest = False
+            done.append(p)
+        return done
+
+    def release_again(self, params: Iterable) -> None:
+        """Drop the dense partitions ``materialize`` restored, if they were not changed (payload still valid)."""
+        for p in params:
+            e = self._entries[p.ds_id]
+            if e.sizes is not None and not e.at_rest:
+                self._release(p, e)
+
+    # --- reporting --------------------------------------------------------------------------------------
+    def memory_report(self) -> dict:
+        """Bytes this rank holds for the managed partitions: dense, compressed, and dense released at rest."""
+        dense = payload = released = 0
+        for p in self.params:
+            e = self._entries[p.ds_id]
+            nbytes = partition_numel(p) * torch.empty(0, dtype=p.ds_tensor.dtype).element_size()
+            dense += nbytes
+            payload += e.payload.numel() if e.payload is not None else 0
+            released += nbytes if e.at_rest else 0
+        return {"params": len(self.params), "partition_bytes": dense, "payload_bytes": payload,
+                "released_bytes": released, "resident_bytes": dense - released + payload}

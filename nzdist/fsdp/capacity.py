@@ -1,0 +1,49 @@
+"""Agreeing one all-gather capacity per parameter across ranks (the only collective nzdist.fsdp issues itself).
+
+FSDP2 allocates its all-gather buffers once from the first call's input sizes and silently mis-splits if a rank
+later sends a different size. So the capacity is agreed once, at a parameter's first all-gather, by one
+all-reduce(MAX), and never changes:
+
+    capacity = header + min(ceil(max_payload * (1 + headroom)) + slack, raw bytes of the padded shard)
+
+- ``max_payload``: the largest compressed payload of this parameter over all ranks at that moment;
+- ``headroom``: room for the payload to grow as training changes the weights (default 5%);
+- the cap at raw size: a tensor that does not compress (tiny biases, norms, noise) always fits as raw data,
+  so it travels raw (flagged in the slot header) and can never overflow.
+A shard whose payload later outgrows a capacity below its raw size is marked *overflow* in its slot; every rank
+sees the mark after the all-gather and raises :class:`CapacityError` (see slot.py) -- never a hang.
+
+The same all-reduce carries each rank's padded shard numel and dtype (as +x and -x, so one MAX gives min and
+max), so ranks that disagree on a shape raise :class:`ShardMismatchError` together before any mis-split.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+
+from .slot import SLOT_HEADER_BYTES, ShardMismatchError
+
+DEFAULT_HEADROOM = 0.05
+_SLACK = 64  # bytes: per-chunk headers of the codec may grow by a few bytes with content
+_DTYPE_CODES = {torch.bfloat16: 1, torch.float16: 2, torch.float32: 3}
+
+
+def agree_capacity(*, payload_bytes: int, padded_numel: int, dtype: torch.dtype, headroom: float,
+                   group, device: torch.device, name: str) -> int:
+    """Slot capacity in bytes, identical on every rank of ``group``."""
+    code = _DTYPE_CODES.get(dtype, 0)
+    vec = torch.tensor([payload_bytes, padded_numel, -padded_numel, code, -code], dtype=torch.int64, device=device)
+    dist.all_reduce(vec, op=dist.ReduceOp.MAX, group=group)
+    max_payload, numel_max, numel_min, code_max, code_min = (int(v) for v in vec.cpu().tolist())
+    numel_min, code_min = -numel_min, -code_min
+    if numel_max != numel_min or code_max != code_min:
+        raise ShardMismatchError(
+            f"ranks disagree on parameter {name or '?'}: padded shard numel ranges {numel_min}..{numel_max}, dtype "
+            f"codes {code_min}..{code_max} (this rank: numel {padded_numel}, {dtype}); every rank must build the "
+            "same model before sharding")
+    raw = padded_numel * dtype.itemsize
+    data = min(math.ceil(max_payload * (1.0 + headroom)) + _SLACK, raw)
+    return SLOT_HEADER_BYTES + -(-data // 16) * 16  # 16-byte aligned slots keep every rank's payload aligned

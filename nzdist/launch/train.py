@@ -1,0 +1,298 @@
+"""One training entry: the same small byte-level GPT on the Python standard library's sources, sharded by
+FSDP2 (``nzdist.fsdp``) or DeepSpeed ZeRO-3 (``nzdist.deepspeed``), chosen by ``--backend``.
+
+    deepspeed --num_gpus 2 launch/train.py --deepspeed_config configs/neuzip_zero.json
+    torchrun --nproc_per_node 2 launch/train.py --backend deepspeed --config configs/neuzip_zero.json
+    torchrun --nproc_per_node 2 launch/train.py --backend fsdp --config configs/neuzip_zero.json
+    DS_ACCELERATOR=cpu ...   # on CPU (gloo)
+
+``--compare-dense`` also trains the same config without its ``"neuzip"`` section in the same process and
+reports both (losses must match bit for bit; all-gather bytes and step times side by side).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import glob
+import json
+import math
+import os
+import sys
+import sysconfig
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+# ---------------------------------------------------------------------------------------------- model
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab: int = 256  # bytes
+    d_model: int = 128
+    n_layer: int = 2
+    n_head: int = 4
+    seq_len: int = 64
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.fc = nn.Linear(cfg.d_model, 4 * cfg.d_model)
+        self.out = nn.Linear(4 * cfg.d_model, cfg.d_model)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)
+        q, k, v = (z.view(b, t, self.n_head, d // self.n_head).transpose(1, 2) for z in (q, k, v))
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, d)
+        x = x + self.proj(a)
+        return x + self.out(F.gelu(self.fc(self.ln2(x))))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab, cfg.d_model)
+        self.pos = nn.Embedding(cfg.seq_len, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab, bias=False)
+
+    def forward(self, idx, targets):
+        x = self.embed(idx) + self.pos(torch.arange(idx.shape[1], device=idx.device))
+        for blk in self.blocks:
+            x = blk(x)
+        logits = self.head(self.ln_f(x))
+        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def build_model(cfg: ModelConfig, seed: int) -> GPT:
+    torch.manual_seed(seed)  # every rank and every backend starts from the same weights
+    return GPT(cfg)
+
+
+# ----------------------------------------------------------------------------------------------- data
+def stdlib_bytes(max_bytes: int = 2 << 20) -> torch.Tensor:
+    """The standard library's top-level ``*.py`` files, sorted by name and concatenated, as uint8 tokens."""
+    files = sorted(glob.glob(os.path.join(sysconfig.get_paths()["stdlib"], "*.py")))
+    chunks, n = [], 0
+    for f in files:
+        with open(f, "rb") as fh:
+            b = fh.read()
+        chunks.append(b)
+        n += len(b)
+        if n >= max_bytes:
+            break
+    data = b"".join(chunks)[:max_bytes]
+    if len(data) < 4096:
+        raise RuntimeError(f"found only {len(data)} bytes of Python sources under {sysconfig.get_paths()['stdlib']}")
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).long()
+
+
+def batch_for_step(tokens: torch.Tensor, step: int, batch: int, seq: int, rank: int, world: int, seed: int):
+    """Rank ``rank``'s slice of global step ``step``: the same for every backend, independent of history."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    starts = torch.randint(0, tokens.numel() - seq - 1, (world * batch,), generator=g)[rank * batch:(rank + 1) * batch]
+    x = torch.stack([tokens[s:s + seq] for s in starts.tolist()])
+    y = torch.stack([tokens[s + 1:s + seq + 1] for s in starts.tolist()])
+    return x, y
+
+
+# ------------------------------------------------------------------------------------------- backends
+def dense_config(ds_config: dict) -> dict:
+    """The same DeepSpeed config without nzdist: the baseline every comparison uses."""
+    cfg = copy.deepcopy(ds_config)
+    cfg.pop("neuzip", None)
+    return cfg
+
+
+def _rank_world():
+    import torch.distributed as td
+
+    return (td.get_rank(), td.get_world_size()) if td.is_initialized() else (0, 1)
+
+
+def train_deepspeed(ds_config: dict, steps: int, model_cfg: ModelConfig = ModelConfig(), seed: int = 0,
+                    tokens: torch.Tensor | None = None, start_step: int = 0, load_dir: str | None = None,
+                    save_dir: str | None = None, save_at: int | None = None, engine_hook=None) -> dict:
+    """Train ``steps`` steps (global steps ``start_step ..``) under ZeRO-3; ``"neuzip"`` in the config selects
+    nzdist's compressed all-gather. Returns this rank's losses, step times and all-gather byte counts."""
+    import nzdist
+    from nzdist.deepspeed import initialize
+
+    tokens = stdlib_bytes() if tokens is None else tokens
+    model = build_model(model_cfg, seed)
+    engine, _, _, _ = initialize(model=model, model_parameters=model.parameters(), config=ds_config)
+    if engine_hook is not None:
+        engine_hook(engine)
+    if load_dir is not None:
+        path, _ = engine.load_checkpoint(load_dir)
+        if path is None:
+            raise RuntimeError(f"no checkpoint found in {load_dir}")
+    rank, world = _rank_world()
+    batch = engine.train_micro_batch_size_per_gpu()
+    device = engine.device
+    nzdist.comm_stats(reset=True)
+    losses, times = [], []
+    for step in range(start_step, start_step + steps):
+        x, y = batch_for_step(tokens, step, batch, model_cfg.seq_len, rank, world, seed)
+        t0 = time.perf_counter()
+        loss = engine(x.to(device), y.to(device))
+        engine.backward(loss)
+        engine.step()
+        times.append(time.perf_counter() - t0)
+        losses.append(loss.item())
+        if save_dir is not None and save_at is not None and step + 1 == save_at:
+            engine.save_checkpoint(save_dir, tag=f"step{save_at}")
+    comm = nzdist.comm_stats(reset=True).as_dict()
+    memory = engine.neuzip.memory_report() if hasattr(engine, "neuzip") else None
+    engine.destroy()
+    return {"backend": "deepspeed", "neuzip": "neuzip" in ds_config, "losses": losses, "step_times": times,
+            "comm": comm, "memory": memory}
+
+
+def train_fsdp(ds_config: dict, steps: int, model_cfg: ModelConfig = ModelConfig(), seed: int = 0,
+               tokens: torch.Tensor | None = None) -> dict:
+    """The same model and data under FSDP2 through ``nzdist.fsdp`` (the ``"neuzip"`` section picks the codec;
+    the DeepSpeed optimizer settings are mirrored with torch's AdamW)."""
+    import torch.distributed as td
+
+    import nzdist
+
+    try:
+        import nzdist.fsdp as nzfsdp
+    except ImportError as e:
+        raise RuntimeError(f"--backend fsdp needs nzdist.fsdp, which is not importable here ({e})") from e
+    if not td.is_initialized():
+        td.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")
+    rank, world = _rank_world()
+    tokens = stdlib_bytes() if tokens is None else tokens
+    model = build_model(model_cfg, seed)
+    if (ds_config.get("bf16") or {}).get("enabled"):
+        model = model.to(torch.bfloat16)
+    model = _fsdp_shard(nzfsdp, model, ds_config.get("neuzip"))
+    opt_params = dict((ds_config.get("optimizer") or {}).get("params") or {"lr": 1e-3})
+    opt_params.pop("torch_adam", None)
+    optimizer = torch.optim.AdamW(model.parameters(), **opt_params)
+    batch = ds_config.get("train_micro_batch_size_per_gpu", 4)
+    nzdist.comm_stats(reset=True)
+    losses, times = [], []
+    for step in range(steps):
+        x, y = batch_for_step(tokens, step, batch, model_cfg.seq_len, rank, world, seed)
+        t0 = time.perf_counter()
+        loss = model(x, y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+        losses.append(loss.item())
+    return {"backend": "fsdp", "neuzip": "neuzip" in ds_config, "losses": losses, "step_times": times,
+            "comm": nzdist.comm_stats(reset=True).as_dict(), "memory": None}
+
+
+def _fsdp_shard(nzfsdp, model, neuzip_section):
+    """Shard each block, then the root, through nzdist's drop-in ``fully_shard`` (``shard_model`` if offered)."""
+    kwargs = {}
+    if neuzip_section:
+        codec = neuzip_section.get("codec", "lossless")
+        import nzdist
+
+        kwargs["codec"] = (nzdist.Lossy(mantissa_bits=neuzip_section.get("mantissa_bits", 3))
+                           if codec == "lossy" else nzdist.Lossless())
+    if hasattr(nzfsdp, "shard_model"):
+        return nzfsdp.shard_model(model, **kwargs) or model
+    for blk in model.blocks:
+        nzfsdp.fully_shard(blk, **kwargs)
+    nzfsdp.fully_shard(model, **kwargs)
+    return model
+
+
+# -------------------------------------------------------------------------------------------------- CLI
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="nzdist.launch.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backend", choices=("deepspeed", "fsdp"), default="deepspeed")
+    p.add_argument("--config", "--deepspeed_config", dest="config", default="configs/neuzip_zero.json",
+                   help="DeepSpeed JSON config; its top-level \"neuzip\" section configures nzdist")
+    p.add_argument("--deepspeed", action="store_true", help="accepted for DeepSpeed launcher compatibility")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--d-model", type=int, default=ModelConfig.d_model)
+    p.add_argument("--layers", type=int, default=ModelConfig.n_layer)
+    p.add_argument("--seq-len", type=int, default=ModelConfig.seq_len)
+    p.add_argument("--dense", action="store_true", help="ignore the \"neuzip\" section (the baseline)")
+    p.add_argument("--compare-dense", action="store_true",
+                   help="also train the config without \"neuzip\" in this process and compare")
+    p.add_argument("--save", default=None, help="checkpoint directory (DeepSpeed backend)")
+    p.add_argument("--save-at", type=int, default=None, help="save after this many steps")
+    p.add_argument("--load", default=None, help="resume from the latest checkpoint in this directory")
+    p.add_argument("--start-step", type=int, default=0, help="global step of the first step (data position)")
+    p.add_argument("--json", default=None, help="rank 0 writes every rank's results here")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from nzdist.deepspeed.config import load_ds_config
+
+    ds_config = load_ds_config(args.config)
+    if args.dense:
+        ds_config = dense_config(ds_config)
+    model_cfg = ModelConfig(d_model=args.d_model, n_layer=args.layers, seq_len=args.seq_len)
+    tokens = stdlib_bytes()
+    runs = []
+    if args.backend == "deepspeed":
+        if args.compare_dense:
+            runs.append(train_deepspeed(dense_config(ds_config), args.steps, model_cfg, args.seed, tokens,
+                                        start_step=args.start_step, load_dir=args.load))
+        runs.append(train_deepspeed(ds_config, args.steps, model_cfg, args.seed, tokens, start_step=args.start_step,
+                                    load_dir=args.load, save_dir=args.save, save_at=args.save_at))
+    else:
+        if args.compare_dense:
+            runs.append(train_fsdp(dense_config(ds_config), args.steps, model_cfg, args.seed, tokens))
+        runs.append(train_fsdp(ds_config, args.steps, model_cfg, args.seed, tokens))
+    _report(args, runs)
+    return 0
+
+
+def _report(args, runs) -> None:
+    import torch.distributed as td
+
+    rank, world = _rank_world()
+    gathered = [None] * world
+    if world > 1:
+        td.all_gather_object(gathered, runs)
+    else:
+        gathered = [runs]
+    if rank != 0:
+        return
+    for i, run in enumerate(runs):
+        c = run["comm"]
+        ratio = c["ratio"] if c["dense_bytes"] else float("nan")
+        step = sorted(run["step_times"])[len(run["step_times"]) // 2] if run["step_times"] else math.nan
+        print(f"[{run['backend']}{' +neuzip' if run['neuzip'] else ''}] steps={len(run['losses'])} "
+              f"loss {run['losses'][0]:.4f} -> {run['losses'][-1]:.4f}  median step {step * 1e3:.1f} ms  "
+              f"all-gather payload/dense {c['payload_bytes']}/{c['dense_bytes']} = {ratio:.3f}", flush=True)
+    if args.compare_dense and len(runs) == 2:
+        same = all(r[0]["losses"] == r[1]["losses"] for r in gathered)
+        print(f"losses bit-identical to the dense baseline on every rank: {same}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "model": asdict(ModelConfig(args.d_model, n_layer=args.layers,
+                                                                        seq_len=args.seq_len)),
+                       "ranks": gathered}, f, indent=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
