@@ -100,6 +100,7 @@ PYBIND11_MODULE(_C, m) {
     return nz::crc32c(as_ptr(src), len, crc);
   }, py::arg("src_ptr"), py::arg("len"), py::arg("crc") = 0);
 
+  m.def("_set_force_scalar", &nz::set_force_scalar, "testing: decode with the scalar reference loop");
   m.def("set_num_threads", &nz::set_default_threads);
   m.def("get_num_threads", &nz::default_threads);
 }

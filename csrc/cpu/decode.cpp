@@ -9,6 +9,10 @@
 #include "crc32c.h"
 #include "parallel.h"
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 namespace nz {
 namespace {
 
@@ -71,38 +75,102 @@ struct Scratch {
   std::vector<uint32_t> table[kMaxFields];
 };
 
-// Interleaved rANS decode of one field into q (OR-ed in at `shift`).
+// Interleaved rANS decode of one field into q (OR-ed in at `shift`). The scalar loop is the reference (and the
+// GPU's per-lane logic); the AVX2 loop runs 8 lanes per vector and hands out renormalisation words in lane
+// order through a prefix-permutation, exactly as a warp does with ballot + popc.
+struct RansLanes {
+  uint32_t st[kLanes];
+  uint64_t pos = 0;
+};
+
+inline void rans_scalar_lane(RansLanes& r, int l, const uint32_t* table, const uint8_t* words, uint64_t n_words,
+                             int shift, uint32_t* out) {
+  uint32_t x = r.st[l];
+  *out |= rans_decode_step(x, table) << shift;
+  if (x < kRansL) {
+    uint32_t w = r.pos < n_words ? get_u16(words, 2 * r.pos) : 0u;
+    x = (x << 16) | w;
+    r.pos++;
+  }
+  r.st[l] = x;
+}
+
+#if defined(__AVX2__)
+struct ExpandTable {  // for an 8-lane need-mask m: lane i takes word rank_m(i) of the next 8
+  alignas(32) int32_t idx[256][8];
+  ExpandTable() {
+    for (int m = 0; m < 256; m++) {
+      int k = 0;
+      for (int i = 0; i < 8; i++) idx[m][i] = (m >> i & 1) ? k++ : 0;
+    }
+  }
+};
+const ExpandTable kExpand;
+
+// Full steps [0, steps) of all 32 lanes; returns with r.st / r.pos updated.
+void rans_steps_avx2(RansLanes& r, const uint32_t* table, const uint8_t* words, uint64_t n_words, uint64_t steps,
+                     int shift, uint32_t* q) {
+  __m256i st[4];
+  for (int v = 0; v < 4; v++) st[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r.st + 8 * v));
+  const __m256i slot_mask = _mm256_set1_epi32(kProbScale - 1), m7ff = _mm256_set1_epi32(0x7FF);
+  const __m256i one = _mm256_set1_epi32(1), m3ff = _mm256_set1_epi32(0x3FF);
+  const __m256i flip = _mm256_set1_epi32(int32_t(0x80000000u));
+  const __m256i l_flipped = _mm256_set1_epi32(int32_t(kRansL ^ 0x80000000u));
+  const __m128i shift_v = _mm_cvtsi32_si128(shift);
+  uint64_t pos = r.pos;
+  for (uint64_t step = 0; step < steps; step++) {
+    uint32_t* out = q + step * kLanes;
+    for (int v = 0; v < 4; v++) {
+      __m256i x = st[v];
+      __m256i e = _mm256_i32gather_epi32(reinterpret_cast<const int*>(table), _mm256_and_si256(x, slot_mask), 4);
+      __m256i freq = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(e, 10), m7ff), one);
+      x = _mm256_add_epi32(_mm256_mullo_epi32(freq, _mm256_srli_epi32(x, kProbBits)), _mm256_srli_epi32(e, 21));
+      __m256i* o = reinterpret_cast<__m256i*>(out + 8 * v);
+      _mm256_storeu_si256(o, _mm256_or_si256(_mm256_loadu_si256(o), _mm256_sll_epi32(_mm256_and_si256(e, m3ff), shift_v)));
+      __m256i need = _mm256_cmpgt_epi32(l_flipped, _mm256_xor_si256(x, flip));  // unsigned x < kRansL
+      int m = _mm256_movemask_ps(_mm256_castsi256_ps(need));
+      if (m) {
+        __m256i w;
+        if (pos + 8 <= n_words) {
+          w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(words + 2 * pos)));
+        } else {  // near the stream's end: never read past it (missing words read as 0, caught by the final check)
+          alignas(32) uint32_t tmp[8];
+          for (int i = 0; i < 8; i++) tmp[i] = pos + i < n_words ? get_u16(words, 2 * (pos + i)) : 0u;
+          w = _mm256_load_si256(reinterpret_cast<const __m256i*>(tmp));
+        }
+        w = _mm256_permutevar8x32_epi32(w, _mm256_load_si256(reinterpret_cast<const __m256i*>(kExpand.idx[m])));
+        x = _mm256_blendv_epi8(x, _mm256_or_si256(_mm256_slli_epi32(x, 16), w), need);
+        pos += __builtin_popcount(unsigned(m));
+      }
+      st[v] = x;
+    }
+  }
+  for (int v = 0; v < 4; v++) _mm256_storeu_si256(reinterpret_cast<__m256i*>(r.st + 8 * v), st[v]);
+  r.pos = pos;
+}
+#endif
+
+bool g_force_scalar = false;  // tests flip this to check the SIMD path against the scalar reference
+
 void rans_decode(const uint8_t* states, const uint32_t* table, const uint8_t* words, uint64_t n_words, uint64_t n,
                  int shift, uint32_t* q) {
-  uint32_t st[kLanes];
-  for (int l = 0; l < kLanes; l++) st[l] = get_u32(states, 4 * l);
-  uint64_t pos = 0;
-  auto renorm = [&](uint32_t& x) {
-    if (x < kRansL) {
-      uint32_t w = pos < n_words ? get_u16(words, 2 * pos) : 0u;
-      x = (x << 16) | w;
-      pos++;
-    }
-  };
-  uint64_t full = n / kLanes;
-  for (uint64_t step = 0; step < full; step++) {
-    uint32_t* out = q + step * kLanes;
-    for (int l = 0; l < kLanes; l++) {
-      uint32_t x = st[l];
-      out[l] |= rans_decode_step(x, table) << shift;
-      renorm(x);
-      st[l] = x;
-    }
+  RansLanes r;
+  for (int l = 0; l < kLanes; l++) r.st[l] = get_u32(states, 4 * l);
+  const uint64_t full = n / kLanes;
+  uint64_t done = 0;
+#if defined(__AVX2__)
+  if (!g_force_scalar) {
+    rans_steps_avx2(r, table, words, n_words, full, shift, q);
+    done = full;
   }
-  for (int l = 0; l < int(n - full * kLanes); l++) {
-    uint32_t x = st[l];
-    q[full * kLanes + l] |= rans_decode_step(x, table) << shift;
-    renorm(x);
-    st[l] = x;
-  }
-  if (pos != n_words) fail("entropy-coded stream length does not match its symbols");
+#endif
+  for (uint64_t step = done; step < full; step++)
+    for (int l = 0; l < kLanes; l++) rans_scalar_lane(r, l, table, words, n_words, shift, q + step * kLanes + l);
+  for (int l = 0; l < int(n - full * kLanes); l++)
+    rans_scalar_lane(r, l, table, words, n_words, shift, q + full * kLanes + l);
+  if (r.pos != n_words) fail("entropy-coded stream length does not match its symbols");
   for (int l = 0; l < kLanes; l++)
-    if (st[l] != kRansL) fail("entropy-coded stream is corrupted (final state mismatch)");
+    if (r.st[l] != kRansL) fail("entropy-coded stream is corrupted (final state mismatch)");
 }
 
 void raw_decode(const uint8_t* src, uint64_t n, uint64_t n_pad, int width, int shift, uint32_t* q) {
@@ -194,16 +262,13 @@ void decode_chunk(const Prepared& p, uint64_t c, Scratch& scratch) {
   const int bytes = d.bits / 8;
   uint8_t* out = p.dst + begin * bytes;
   if (!(h.flags & kFlagNormalized)) {
+    // Outputs are element-aligned (torch allocations), and we build with -fno-strict-aliasing.
     if (bytes == 2) {
-      for (uint64_t i = 0; i < n; i++) {
-        uint16_t v = uint16_t(q[i] << drop);
-        std::memcpy(out + 2 * i, &v, 2);
-      }
+      auto* o = reinterpret_cast<uint16_t*>(out);
+      for (uint64_t i = 0; i < n; i++) o[i] = uint16_t(q[i] << drop);
     } else {
-      for (uint64_t i = 0; i < n; i++) {
-        uint32_t v = q[i] << drop;
-        std::memcpy(out + 4 * i, &v, 4);
-      }
+      auto* o = reinterpret_cast<uint32_t*>(out);
+      for (uint64_t i = 0; i < n; i++) o[i] = q[i] << drop;
     }
     return;
   }
@@ -300,6 +365,8 @@ HeaderInfo parse_header(const uint8_t* src, uint64_t len) {
 void decode(const uint8_t* src, uint64_t len, void* dst, uint64_t dst_bytes, int threads) {
   decode_prepared({prepare(src, len, dst, dst_bytes)}, threads);
 }
+
+void set_force_scalar(bool on) { g_force_scalar = on; }
 
 void decode_batch(const std::vector<DecodeJob>& jobs, int threads) {
   std::vector<Prepared> prepared;

@@ -52,17 +52,19 @@ class CompressedAllGatherHandle:
             return
         self._work.wait()
         recv = self._recv if self._recv.device.type == "cpu" else self._recv.cpu()
+        cts, outs, gathered = [], [], []
         for p, off in zip(self._params, self._offsets):
             assert p.ds_status == ZeroParamStatus.INFLIGHT, f"expected param {p.ds_summary()} to be inflight"
             ps = partition_numel(p)
             out = torch.empty(p.ds_numel, dtype=p.ds_tensor.dtype, device=self._recv.device)
             for r, size in enumerate(self._partitions.sizes(p)):
                 n = valid_numel(p, r)
-                if n == 0:
-                    continue
-                start = r * self._total + off
-                ct = nzdist.CompressedTensor.from_bytes(recv.narrow(0, start, size))
-                nzdist.decompress(ct, out=out.narrow(0, r * ps, n))
+                if n:  # a rank whose partition is all padding sent nothing
+                    cts.append(nzdist.CompressedTensor.from_bytes(recv.narrow(0, r * self._total + off, size)))
+                    outs.append(out.narrow(0, r * ps, n))
+            gathered.append(out)
+        nzdist.decompress_batch(cts, outs)  # every rank's payload of every parameter in one threaded pass
+        for p, out in zip(self._params, gathered):
             p.data = out.view(p.ds_shape)
             p.ds_status = ZeroParamStatus.AVAILABLE
         self._recv = None

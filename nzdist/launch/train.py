@@ -81,6 +81,13 @@ def build_model(cfg: ModelConfig, seed: int) -> GPT:
     return GPT(cfg)
 
 
+def freeze_params(model: nn.Module, prefixes: tuple) -> None:
+    """Freeze every parameter whose name starts with one of ``prefixes`` (e.g. ``("embed", "blocks.0")``)."""
+    for name, p in model.named_parameters():
+        if any(name.startswith(pre) for pre in prefixes):
+            p.requires_grad_(False)
+
+
 # ----------------------------------------------------------------------------------------------- data
 def stdlib_bytes(max_bytes: int = 2 << 20) -> torch.Tensor:
     """The standard library's top-level ``*.py`` files, sorted by name and concatenated, as uint8 tokens."""
@@ -124,7 +131,8 @@ def _rank_world():
 
 def train_deepspeed(ds_config: dict, steps: int, model_cfg: ModelConfig = ModelConfig(), seed: int = 0,
                     tokens: torch.Tensor | None = None, start_step: int = 0, load_dir: str | None = None,
-                    save_dir: str | None = None, save_at: int | None = None, engine_hook=None) -> dict:
+                    save_dir: str | None = None, save_at: int | None = None, freeze: tuple = (),
+                    engine_hook=None) -> dict:
     """Train ``steps`` steps (global steps ``start_step ..``) under ZeRO-3; ``"neuzip"`` in the config selects
     nzdist's compressed all-gather. Returns this rank's losses, step times and all-gather byte counts."""
     import nzdist
@@ -132,7 +140,9 @@ def train_deepspeed(ds_config: dict, steps: int, model_cfg: ModelConfig = ModelC
 
     tokens = stdlib_bytes() if tokens is None else tokens
     model = build_model(model_cfg, seed)
-    engine, _, _, _ = initialize(model=model, model_parameters=model.parameters(), config=ds_config)
+    freeze_params(model, freeze)
+    engine, _, _, _ = initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
+                                 config=ds_config)
     if engine_hook is not None:
         engine_hook(engine)
     if load_dir is not None:
@@ -238,6 +248,7 @@ def parse_args(argv=None):
     p.add_argument("--save-at", type=int, default=None, help="save after this many steps")
     p.add_argument("--load", default=None, help="resume from the latest checkpoint in this directory")
     p.add_argument("--start-step", type=int, default=0, help="global step of the first step (data position)")
+    p.add_argument("--freeze", default="", help="comma-separated parameter name prefixes to freeze")
     p.add_argument("--json", default=None, help="rank 0 writes every rank's results here")
     return p.parse_args(argv)
 
@@ -251,13 +262,14 @@ def main(argv=None) -> int:
         ds_config = dense_config(ds_config)
     model_cfg = ModelConfig(d_model=args.d_model, n_layer=args.layers, seq_len=args.seq_len)
     tokens = stdlib_bytes()
+    freeze = tuple(x for x in args.freeze.split(",") if x)
     runs = []
     if args.backend == "deepspeed":
         if args.compare_dense:
             runs.append(train_deepspeed(dense_config(ds_config), args.steps, model_cfg, args.seed, tokens,
-                                        start_step=args.start_step, load_dir=args.load))
+                                        start_step=args.start_step, load_dir=args.load, freeze=freeze))
         runs.append(train_deepspeed(ds_config, args.steps, model_cfg, args.seed, tokens, start_step=args.start_step,
-                                    load_dir=args.load, save_dir=args.save, save_at=args.save_at))
+                                    load_dir=args.load, save_dir=args.save, save_at=args.save_at, freeze=freeze))
     else:
         if args.compare_dense:
             runs.append(train_fsdp(dense_config(ds_config), args.steps, model_cfg, args.seed, tokens))

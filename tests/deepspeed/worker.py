@@ -1,0 +1,66 @@
+"""Runs under `deepspeed --num_gpus 2` or `torchrun --nproc_per_node 2` (DS_ACCELERATOR=cpu) for
+tests/deepspeed/test_multiprocess.py: trains several ZeRO-3 engines in one process (baseline and nzdist, same
+seed and data) and writes every rank's results as JSON; the test asserts on them."""
+
+import argparse
+import copy
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import torch.distributed as td  # noqa: E402
+
+from nzdist.deepspeed.config import load_ds_config  # noqa: E402
+from nzdist.launch.train import ModelConfig, dense_config, stdlib_bytes, train_deepspeed  # noqa: E402
+
+MODEL = ModelConfig(d_model=64, n_layer=2, n_head=4, seq_len=32)
+FROZEN = ("embed", "blocks.0")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scenario", choices=("parity_ckpt", "parity_zeropp"), required=True)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--ckpt", default=None)
+    ap.add_argument("--local_rank", type=int, default=None)
+    args = ap.parse_args()
+
+    cfg = load_ds_config(args.config)
+    tokens = stdlib_bytes(1 << 20)
+    runs = {}
+    runs["dense"] = train_deepspeed(dense_config(cfg), 20, MODEL, tokens=tokens)
+    if args.scenario == "parity_ckpt":
+        runs["neuzip"] = train_deepspeed(cfg, 20, MODEL, tokens=tokens, save_dir=args.ckpt, save_at=10)
+        runs["resumed"] = train_deepspeed(cfg, 10, MODEL, tokens=tokens, start_step=10, load_dir=args.ckpt)
+    else:
+        runs["neuzip"] = train_deepspeed(cfg, 20, MODEL, tokens=tokens)
+        hpz = copy.deepcopy(cfg)
+        hpz["zero_optimization"]["zero_hpz_partition_size"] = 2
+        runs["hpz_dense"] = train_deepspeed(dense_config(hpz), 20, MODEL, tokens=tokens)
+        runs["hpz_neuzip"] = train_deepspeed(hpz, 20, MODEL, tokens=tokens)
+        # Frozen weights kept compressed at rest, then gathered lossily: the two "frozen" modes.
+        at_rest = copy.deepcopy(cfg)
+        at_rest["neuzip"].update(compress_at_rest=True)
+        runs["frozen_dense"] = train_deepspeed(dense_config(cfg), 20, MODEL, tokens=tokens, freeze=FROZEN)
+        runs["frozen_at_rest"] = train_deepspeed(at_rest, 20, MODEL, tokens=tokens, freeze=FROZEN,
+                                                 save_dir=args.ckpt, save_at=10)
+        runs["frozen_at_rest_resumed"] = train_deepspeed(at_rest, 10, MODEL, tokens=tokens, freeze=FROZEN,
+                                                         start_step=10, load_dir=args.ckpt)
+        lossy = copy.deepcopy(cfg)
+        lossy["neuzip"].update(codec="lossy", mantissa_bits=3, params="frozen")
+        runs["frozen_lossy"] = train_deepspeed(lossy, 20, MODEL, tokens=tokens, freeze=FROZEN)
+
+    gathered = [None] * td.get_world_size()
+    td.all_gather_object(gathered, runs)
+    if td.get_rank() == 0:
+        with open(args.out, "w") as f:
+            json.dump({"world": td.get_world_size(), "ranks": gathered}, f)
+    td.barrier()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
