@@ -54,7 +54,8 @@ class Lossy:
         if not isinstance(self.mantissa_bits, int) or not 0 <= self.mantissa_bits <= 23:
             raise ValueError(f"mantissa_bits must be an int in 0..23, got {self.mantissa_bits!r}")
         if not isinstance(self.block_size, int) or self.block_size < 0 or self.block_size > (1 << 24):
-            raise ValueError(f"block_size must be an int in 0..16777216 (0 disables normalisation), got {self.block_size!r}")
+            raise ValueError(
+                f"block_size must be an int in 0..16777216 (0 disables normalisation), got {self.block_size!r}")
         _check_chunk_elems(self.chunk_elems)
 
     def mantissa_bits_for(self, dtype: torch.dtype) -> int:

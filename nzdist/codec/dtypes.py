@@ -10,4 +10,5 @@ def dtype_code(dtype: torch.dtype) -> int:
     try:
         return DTYPE_CODES[dtype]
     except KeyError:
-        raise TypeError(f"nzdist compresses torch.bfloat16, torch.float16 and torch.float32 tensors, not {dtype}") from None
+        raise TypeError(
+            f"nzdist compresses torch.bfloat16, torch.float16 and torch.float32 tensors, not {dtype}") from None
