@@ -160,13 +160,19 @@ class CompressedPartitions:
 
     # --- reporting --------------------------------------------------------------------------------------
     def memory_report(self) -> dict:
-        """Bytes this rank holds for the managed partitions: dense, compressed, and dense released at rest."""
-        dense = payload = released = 0
+        """Bytes this rank holds for the managed partitions. ``partition_bytes``: their dense size;
+        ``payload_bytes``: all compressed copies; ``released_bytes``: dense partitions dropped at rest, whose
+        only copy is ``at_rest_payload_bytes`` of payload; ``resident_bytes``: what is held now (dense + payload)."""
+        dense = payload = released = at_rest_payload = 0
         for p in self.params:
             e = self._entries[p.ds_id]
-            nbytes = partition_numel(p) * torch.empty(0, dtype=p.ds_tensor.dtype).element_size()
+            nbytes = partition_numel(p) * p.ds_tensor.element_size()
+            size = e.payload.numel() if e.payload is not None else 0
             dense += nbytes
-            payload += e.payload.numel() if e.payload is not None else 0
-            released += nbytes if e.at_rest else 0
+            payload += size
+            if e.at_rest:
+                released += nbytes
+                at_rest_payload += size
         return {"params": len(self.params), "partition_bytes": dense, "payload_bytes": payload,
-                "released_bytes": released, "resident_bytes": dense - released + payload}
+                "released_bytes": released, "at_rest_payload_bytes": at_rest_payload,
+                "resident_bytes": dense - released + payload}

@@ -37,10 +37,6 @@ def main() -> int:
         runs["resumed"] = train_deepspeed(cfg, 10, MODEL, tokens=tokens, start_step=10, load_dir=args.ckpt)
     else:
         runs["neuzip"] = train_deepspeed(cfg, 20, MODEL, tokens=tokens)
-        hpz = copy.deepcopy(cfg)
-        hpz["zero_optimization"]["zero_hpz_partition_size"] = 2
-        runs["hpz_dense"] = train_deepspeed(dense_config(hpz), 20, MODEL, tokens=tokens)
-        runs["hpz_neuzip"] = train_deepspeed(hpz, 20, MODEL, tokens=tokens)
         # Frozen weights kept compressed at rest, then gathered lossily: the two "frozen" modes.
         at_rest = copy.deepcopy(cfg)
         at_rest["neuzip"].update(compress_at_rest=True)
@@ -52,6 +48,12 @@ def main() -> int:
         lossy = copy.deepcopy(cfg)
         lossy["neuzip"].update(codec="lossy", mantissa_bits=3, params="frozen")
         runs["frozen_lossy"] = train_deepspeed(lossy, 20, MODEL, tokens=tokens, freeze=FROZEN)
+        # ZeRO++ hpZ last: DeepSpeed keeps its secondary process group process-wide, so every engine created
+        # after an hpZ engine in the same process uses secondary partitions too.
+        hpz = copy.deepcopy(cfg)
+        hpz["zero_optimization"]["zero_hpz_partition_size"] = 2
+        runs["hpz_dense"] = train_deepspeed(dense_config(hpz), 20, MODEL, tokens=tokens)
+        runs["hpz_neuzip"] = train_deepspeed(hpz, 20, MODEL, tokens=tokens)
 
     gathered = [None] * td.get_world_size()
     td.all_gather_object(gathered, runs)
