@@ -5,13 +5,19 @@ later sends a different size. So the capacity is agreed once, at a parameter's f
 all-reduce(MAX), and never changes:
 
     capacity = header + min(ceil(max_payload * (1 + headroom)) + slack, raw bytes of the padded shard)
+    (trainable parameters; frozen ones get exactly max_payload, as they never change)
 
 - ``max_payload``: the largest compressed payload of this parameter over all ranks at that moment;
 - ``headroom``: room for the payload to grow as training changes the weights (default 5%);
 - the cap at raw size: a tensor that does not compress (tiny biases, norms, noise) always fits as raw data,
   so it travels raw (flagged in the slot header) and can never overflow.
-A shard whose payload later outgrows a capacity below its raw size is marked *overflow* in its slot; every rank
-sees the mark after the all-gather and raises :class:`CapacityError` (see slot.py) -- never a hang.
+- a floor for near-constant trainable tensors (zero-initialised biases, LoRA B, norm weights of ones): they
+  compress to almost nothing at first and grow once trained, so their capacity starts at what trained weights
+  of the dtype need.
+A shard whose payload later outgrows a capacity below its raw size is marked *overflow* in its slot. Every rank
+sees the mark after the all-gather, so all of them take the same branch (never a hang): by default the owner
+broadcasts that shard raw right after (one extra collective for that parameter while it stays over capacity, with
+a warning), or with ``on_overflow="raise"`` all ranks raise :class:`CapacityError`.
 
 The same all-reduce carries each rank's padded shard numel and dtype (as +x and -x, so one MAX gives min and
 max), so ranks that disagree on a shape raise :class:`ShardMismatchError` together before any mis-split.
@@ -28,11 +34,15 @@ from .slot import SLOT_HEADER_BYTES, ShardMismatchError
 
 DEFAULT_HEADROOM = 0.05
 _SLACK = 64  # bytes: per-chunk headers of the codec may grow by a few bytes with content
+# A trainable tensor that starts near-constant (zero biases, LoRA B, norm weights of ones) compresses to almost
+# nothing and grows once trained; below half of raw size its capacity is raised to what trained weights of the
+# dtype need (bf16 ~10.6 of 16 bits, fp32 ~27 of 32; ANCHORS section 1) plus headroom.
+_TRAINED_FRACTION = {torch.bfloat16: 0.72, torch.float16: 0.88, torch.float32: 0.88}
 _DTYPE_CODES = {torch.bfloat16: 1, torch.float16: 2, torch.float32: 3}
 
 
 def agree_capacity(*, payload_bytes: int, padded_numel: int, dtype: torch.dtype, headroom: float,
-                   group, device: torch.device, name: str) -> int:
+                   trainable: bool, group, device: torch.device, name: str) -> int:
     """Slot capacity in bytes, identical on every rank of ``group``."""
     code = _DTYPE_CODES.get(dtype, 0)
     vec = torch.tensor([payload_bytes, padded_numel, -padded_numel, code, -code], dtype=torch.int64, device=device)
@@ -44,6 +54,17 @@ def agree_capacity(*, payload_bytes: int, padded_numel: int, dtype: torch.dtype,
             f"ranks disagree on parameter {name or '?'}: padded shard numel ranges {numel_min}..{numel_max}, dtype "
             f"codes {code_min}..{code_max} (this rank: numel {padded_numel}, {dtype}); every rank must build the "
             "same model before sharding")
+    return capacity_for(max_payload, padded_numel=padded_numel, dtype=dtype, headroom=headroom, trainable=trainable)
+
+
+def capacity_for(max_payload: int, *, padded_numel: int, dtype: torch.dtype, headroom: float, trainable: bool) -> int:
+    """The capacity policy itself (no communication): slot bytes for the largest payload seen on any rank."""
     raw = padded_numel * dtype.itemsize
-    data = min(math.ceil(max_payload * (1.0 + headroom)) + _SLACK, raw)
+    if not trainable:  # frozen: the payload never changes, no room to grow needed
+        data = min(max_payload, raw)
+    else:
+        data = math.ceil(max_payload * (1.0 + headroom)) + _SLACK
+        if max_payload < 0.5 * raw:
+            data = max(data, math.ceil(_TRAINED_FRACTION.get(dtype, 1.0) * raw))
+        data = min(data, raw)
     return SLOT_HEADER_BYTES + -(-data // 16) * 16  # 16-byte aligned slots keep every rank's payload aligned

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -14,10 +14,11 @@ from .capacity import DEFAULT_HEADROOM
 from .param import SUPPORTED_DTYPES, CompressedShard, ShardMeta
 
 _HOOKED = "_nzdist_state_dict_hooked"
+_CONVERTED_TO = "_nzdist_converted_to"  # set on a replaced parameter, so tied uses elsewhere find its successor
 
 
-def convert(module: nn.Module, *, codec=None, frozen_codec=None, headroom: float = DEFAULT_HEADROOM,
-            min_numel: int = 0) -> nn.Module:
+def convert(module: nn.Module | list[nn.Module], *, codec=None, frozen_codec=None,
+            headroom: float = DEFAULT_HEADROOM, on_overflow: str = "spill", min_numel: int = 0):
     """Swap ``module``'s float parameters for :class:`CompressedShard` s, in place; returns ``module``.
 
     Call it before torch's ``fully_shard`` (directly, or through accelerate / transformers) and every FSDP2
@@ -30,30 +31,38 @@ def convert(module: nn.Module, *, codec=None, frozen_codec=None, headroom: float
     :class:`nzdist.Lossy`) to parameters with ``requires_grad=False`` at the time of the call -- freeze first.
     Parameters with fewer than ``min_numel`` elements, non-float parameters, and parameters that are already
     sharded DTensors are left alone. Tied parameters stay tied. Shards are compressed when they are first
-    all-gathered (or by :func:`seal`).
+    all-gathered (or by :func:`seal`). ``headroom`` and ``on_overflow`` ("spill" or "raise") set the all-gather
+    capacity policy (capacity.py).
     """
     codec = codec if codec is not None else Lossless()
     if isinstance(codec, Lossy):
         raise ValueError("trainable parameters need a lossless codec (a Lossy codec would re-round them at every "
                          "update); pass Lossy(...) as frozen_codec for requires_grad=False parameters")
     frozen_codec = frozen_codec if frozen_codec is not None else codec
-    converted: dict[int, nn.Parameter] = {}
+    if isinstance(module, (list, tuple)):
+        for m in module:
+            convert(m, codec=codec, frozen_codec=frozen_codec, headroom=headroom, on_overflow=on_overflow,
+                    min_numel=min_numel)
+        return module
     for mod_name, mod in module.named_modules(remove_duplicate=False):
         touched = False
         for pname, p in list(mod._parameters.items()):
             if p is None:
                 continue
-            if id(p) in converted:
-                mod._parameters[pname] = converted[id(p)]
+            replacement = getattr(p, _CONVERTED_TO, None)
+            if replacement is not None:  # tied to a parameter converted earlier (maybe via another module)
+                mod._parameters[pname] = replacement
                 touched = True
                 continue
             if isinstance(p, (CompressedShard, DTensor)) or p.dtype not in SUPPORTED_DTYPES or p.numel() < min_numel:
                 touched |= isinstance(p, CompressedShard)
                 continue
             meta = ShardMeta(codec=codec if p.requires_grad else frozen_codec, headroom=headroom,
-                             name=f"{mod_name}.{pname}" if mod_name else pname)
+                             name=f"{mod_name}.{pname}" if mod_name else pname, trainable=p.requires_grad,
+                             on_overflow=on_overflow)
             new = nn.Parameter(CompressedShard.wrap(p.data, meta), requires_grad=p.requires_grad)
-            converted[id(p)] = mod._parameters[pname] = new
+            setattr(p, _CONVERTED_TO, new)
+            mod._parameters[pname] = new
             touched = True
         if touched and not getattr(mod, _HOOKED, False):
             mod.register_state_dict_post_hook(_dense_state_dict)
@@ -70,21 +79,21 @@ def seal(module: nn.Module) -> None:
 
 
 def fully_shard(module: nn.Module | list[nn.Module], *, mesh=None, codec=None, frozen_codec=None,
-                headroom: float = DEFAULT_HEADROOM, mp_policy=None, reshard_after_forward: bool = True,
+                headroom: float = DEFAULT_HEADROOM, on_overflow: str = "spill", mp_policy=None,
+                reshard_after_forward: bool = True,
                 offload_policy=None, **torch_kwargs):
     """Drop-in for ``torch.distributed.fsdp.fully_shard`` whose all-gathers carry compressed shards.
 
     ``module`` may be one module or a list (as accelerate passes for tied embeddings). Everything else is
     torch's: ``mesh``, ``mp_policy``, ``reshard_after_forward`` (bool), ``offload_policy``, and any other keyword
-    is passed through. ``codec``/``frozen_codec``/``headroom`` are :func:`convert`'s.
+    is passed through. ``codec``/``frozen_codec``/``headroom``/``on_overflow`` are :func:`convert`'s.
 
         model = nzdist.fsdp.fully_shard(model, mp_policy=MixedPrecisionPolicy(param_dtype=torch.bfloat16))
     """
     from torch.distributed.fsdp import fully_shard as torch_fully_shard  # looked up late, like accelerate does
 
     modules = list(module) if isinstance(module, (list, tuple)) else [module]
-    for m in modules:
-        convert(m, codec=codec, frozen_codec=frozen_codec, headroom=headroom)
+    convert(modules, codec=codec, frozen_codec=frozen_codec, headroom=headroom, on_overflow=on_overflow)
     if mp_policy is not None:
         torch_kwargs["mp_policy"] = mp_policy
     if offload_policy is not None:

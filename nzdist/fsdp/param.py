@@ -15,6 +15,7 @@ update, ``load_state_dict``'s ``copy_``) decode, apply and re-encode, so a plain
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -39,16 +40,24 @@ class ShardMeta:
     codec: object = Lossless()
     headroom: float = DEFAULT_HEADROOM
     name: str = ""
+    trainable: bool = True  # frozen parameters are encoded once and need no room to grow
     capacity: int | None = None  # slot bytes, agreed across ranks at the first all-gather, then fixed
     slices: int = 1  # >1 only for unevenly sharded params: the slot travels as `slices` padded-shape uint8 tensors
     gather_dtype: torch.dtype | None = None
+    on_overflow: str = "spill"  # "spill": the owner broadcasts an outgrown shard raw; "raise": CapacityError
+
+    def __post_init__(self) -> None:
+        if self.on_overflow not in ("spill", "raise"):
+            raise ValueError(f"on_overflow must be 'spill' or 'raise', got {self.on_overflow!r}")
+        if not isinstance(self.headroom, (int, float)) or not 0 <= self.headroom <= 4:
+            raise ValueError(f"headroom must be a fraction in 0..4, got {self.headroom!r}")
 
 
 class _State:
     """The storage behind one or more aliasing CompressedShard wrappers (detach/view share it)."""
 
     __slots__ = ("dense", "ct", "ct_in_slot", "slot", "slot_dtype", "slot_valid", "dirty", "owns_storage",
-                 "meta", "shape", "dtype", "device")
+                 "meta", "shape", "dtype", "device", "encodes")
 
     def __init__(self, dense: torch.Tensor, meta: ShardMeta, owns_storage: bool):
         self.dense: torch.Tensor | None = dense
@@ -61,6 +70,7 @@ class _State:
         self.owns_storage = owns_storage  # dense is a buffer nobody else reads: free it when sealing
         self.meta = meta
         self.shape, self.dtype, self.device = dense.shape, dense.dtype, dense.device
+        self.encodes = 0  # resident re-encodings so far (frozen parameters: exactly one)
 
     @property
     def numel(self) -> int:
@@ -89,6 +99,7 @@ class _State:
             return  # empty shards (padding ranks) stay as their zero-byte dense tensor
         if self.dirty or self.ct is None:
             self._store(compress(self.dense, codec=self.meta.codec))
+            self.encodes += 1
         dense, self.dense = self.dense, None
         if self.owns_storage and dense.untyped_storage().size():
             dense.untyped_storage().resize_(0)  # release now, even if an FSDP bookkeeping view still refers to it
@@ -183,7 +194,7 @@ class CompressedShard(torch.Tensor):
     __torch_function__ = torch._C._disabled_torch_function_impl
 
     @classmethod
-    def wrap(cls, tensor: torch.Tensor, meta: ShardMeta, *, owns_storage: bool = False) -> "CompressedShard":
+    def wrap(cls, tensor: torch.Tensor, meta: ShardMeta, *, owns_storage: bool = False) -> CompressedShard:
         if tensor.dtype not in SUPPORTED_DTYPES:
             raise TypeError(f"nzdist compresses {', '.join(map(str, SUPPORTED_DTYPES))} parameters, not {tensor.dtype}")
         return cls(_State(tensor.detach(), meta, owns_storage), strides=tensor.stride())
@@ -211,6 +222,11 @@ class CompressedShard(torch.Tensor):
 
     def resident_bytes(self) -> int:
         return self._state.resident_bytes()
+
+    @property
+    def encode_count(self) -> int:
+        """How many times the resident payload was (re-)encoded: once per optimizer step, once for frozen."""
+        return self._state.encodes
 
     # -- dispatch ------------------------------------------------------------------------------------------
     @classmethod
@@ -266,6 +282,7 @@ class CompressedShard(torch.Tensor):
             payload = st.payload_for(gather_dtype)
             capacity = agree_capacity(payload_bytes=0 if payload is None else payload.nbytes,
                                       padded_numel=padded_numel, dtype=gather_dtype, headroom=meta.headroom,
+                                      trainable=meta.trainable,
                                       group=mesh.get_group(), device=st.device, name=meta.name)
             slices = 1
             if not even:  # FSDP asserts padded-shape inputs for uneven shards: travel as k uint8 slices
@@ -282,10 +299,11 @@ class CompressedShard(torch.Tensor):
             padded_shape = (padded_rows, *outer_size[1:])
             inputs = tuple(slot[j * padded_numel:(j + 1) * padded_numel].view(padded_shape)
                            for j in range(meta.slices))
-        return inputs, (gather_dtype, tuple(outer_size), world, meta.capacity, even, meta.name)
+        return inputs, (gather_dtype, tuple(outer_size), world, meta.capacity, even, meta, mesh.get_group())
 
     def fsdp_post_all_gather(self, all_gather_outputs, metadata, param_dtype, *, out=None):
-        gather_dtype, outer_size, world, capacity, even, name = metadata
+        gather_dtype, outer_size, world, capacity, even, meta, group = metadata
+        name = meta.name
         rows = outer_size[0] if len(outer_size) else 1
         row_numel = math.prod(outer_size[1:])
         padded_rows = -(-rows // world)
@@ -298,23 +316,29 @@ class CompressedShard(torch.Tensor):
             slots = [torch.cat([f[r * padded_numel:(r + 1) * padded_numel] for f in flats]) for r in range(world)]
         headers = [read_slot_header(s, capacity, rank=r, name=name) for r, s in enumerate(slots)]
         over = [(r, n) for r, (kind, n) in enumerate(headers) if kind == KIND_OVERFLOW]
-        if over:
+        if over and meta.on_overflow == "raise":
             detail = ", ".join(f"rank {r} needs {n} bytes" for r, n in over)
             raise CapacityError(
                 f"nzdist.fsdp: the compressed shard of {name or 'a parameter'} outgrew the all-gather capacity of "
-                f"{capacity - 16} bytes agreed at its first all-gather ({detail}). Re-create the model with a larger "
-                "headroom (nzdist.fsdp.fully_shard(..., headroom=...)); capacities never change during a module's "
-                "life because FSDP2 fixes its buffer sizes.")
+                f"{capacity - SLOT_HEADER_BYTES} bytes agreed at its first all-gather ({detail}). Use a larger "
+                "headroom (nzdist.fsdp.fully_shard(..., headroom=...)) or on_overflow='spill'; capacities never "
+                "change during a module's life because FSDP2 fixes its buffer sizes.")
+        if over:
+            warnings.warn(f"nzdist.fsdp: {name} outgrew its all-gather capacity on rank(s) {[r for r, _ in over]}; "
+                          "those shards travel raw in an extra broadcast until they shrink again", stacklevel=2)
         dest = out if out is not None else torch.empty(outer_size, dtype=gather_dtype,
                                                        device=all_gather_outputs[0].device)
         if dest.dtype != gather_dtype:
-            raise FormatError(f"FSDP asks for {dest.dtype} but {name or 'the parameter'} was gathered as {gather_dtype}")
+            raise FormatError(f"FSDP asks for {dest.dtype} but {name} was gathered as {gather_dtype}")
         cts, outs = [], []
         with torch.no_grad(), torch.autograd._unsafe_preserve_version_counter(dest):
             flat_dest = dest.view(-1)
             for r, (slot, (kind, length)) in enumerate(zip(slots, headers)):
                 start, end = min(r * padded_rows, rows), min((r + 1) * padded_rows, rows)
                 target = flat_dest[start * row_numel:end * row_numel].view(end - start, *outer_size[1:])
+                if kind == KIND_OVERFLOW:  # every rank saw the mark: the same broadcasts happen everywhere
+                    _spill(self, target, r, group)
+                    continue
                 data = slot[SLOT_HEADER_BYTES:SLOT_HEADER_BYTES + length]
                 if kind == KIND_RAW:
                     if length != target.numel() * gather_dtype.itemsize:
@@ -333,6 +357,15 @@ class CompressedShard(torch.Tensor):
         if out is not None:
             return None
         return dest, (dest,)
+
+
+def _spill(local: CompressedShard, target: torch.Tensor, owner: int, group) -> None:
+    """Broadcast rank ``owner``'s shard raw into ``target`` on every rank of ``group``."""
+    import torch.distributed as dist
+
+    buf = local.dense().to(target.dtype).contiguous() if dist.get_rank(group) == owner else torch.empty_like(target)
+    dist.broadcast(buf, src=dist.get_global_rank(group, owner), group=group)
+    target.copy_(buf)
 
 
 def _decode_many(cts: list, outs: list) -> None:

@@ -8,7 +8,7 @@ the usual choice for multi-node jobs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from torch import nn
 
@@ -52,7 +52,8 @@ def shard_model(model: nn.Module, policy: Callable | None = None, **fully_shard_
     ``policy`` is a :class:`TransformerLayerPolicy`, a :class:`SizePolicy`, or any ``(module) -> bool``.
     Keyword arguments go to :func:`nzdist.fsdp.fully_shard` (``mesh``, ``codec``, ``mp_policy``, ...).
     """
-    codec_kwargs = {k: fully_shard_kwargs[k] for k in ("codec", "frozen_codec", "headroom") if k in fully_shard_kwargs}
+    codec_keys = ("codec", "frozen_codec", "headroom", "on_overflow")
+    codec_kwargs = {k: fully_shard_kwargs[k] for k in codec_keys if k in fully_shard_kwargs}
     convert(model, **codec_kwargs)  # once, up front, so parameters tied across groups stay one object
     if policy is not None:
         for module in _select_bottom_up(model, policy):

@@ -13,7 +13,7 @@ import time
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from common import Block, TinyGPT, batches, emit, full_params, init, mesh, same_bits
+from common import TinyGPT, batches, emit, full_params, init, mesh, same_bits
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy
 from torch.distributed.fsdp import fully_shard as torch_fully_shard
 
@@ -51,10 +51,21 @@ def train(model, opt, rank, steps=STEPS):
 
 def shard(model, *, nz: bool, layers, **kw):
     fs = nzfsdp.fully_shard if nz else torch_fully_shard
-    for layer in layers(model):
-        fs(layer, mesh=mesh(), **kw)
+    for group in layers(model):  # a module, or a list of modules (accelerate's tied-embedding group)
+        extra = {"reshard_after_forward": False} if isinstance(group, list) else {}
+        fs(group, mesh=mesh(), **{**kw, **extra})
     fs(model, mesh=mesh(), **kw)
     return model
+
+
+def tied_gpt():
+    m = TinyGPT()
+    m.head.weight = m.tok.weight  # tied embedding, as in GPT-2 / Llama with tie_word_embeddings
+    return m
+
+
+def gpt_tied_groups(m):
+    return [*m.blocks, [m.ln, m.tok, m.head]]
 
 
 def gpt_layers(m):
@@ -72,6 +83,7 @@ CASES = {
     "gpt_mp": (TinyGPT, torch.float32, gpt_layers,
                {"mp_policy": MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)}, True),
     "gpt_offload": (TinyGPT, torch.bfloat16, gpt_layers, {"offload_policy": CPUOffloadPolicy(pin_memory=False)}, True),
+    "gpt_tied_list": (tied_gpt, torch.bfloat16, gpt_tied_groups, {}, True),
     "llama_bf16": (tiny_llama, torch.bfloat16, llama_layers, {}, True),
 }
 
