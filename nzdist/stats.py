@@ -42,7 +42,7 @@ def _entropy(counts: np.ndarray) -> float:
     if n == 0:
         return 0.0
     p = c / n
-    return float(-(p * np.log2(p)).sum())
+    return max(0.0, float(-(p * np.log2(p)).sum()))  # max: a one-symbol field prints 0, not -0
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,17 @@ def _total(rows: list[dict], with_lossy: bool) -> dict:
     return total
 
 
+def _finite(x):
+    """NaN (over_bound_% of a constant tensor) as JSON null, so strict JSON readers accept the file."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="nzdist stats", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -171,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="Lossy block normalisation size (0 disables; default 512)")
     p.add_argument("--threads", type=int, default=0, help="codec threads (0 = all cores)")
     p.add_argument("--json", metavar="PATH", help="also write the table as JSON to PATH")
+    p.add_argument("--summary", action="store_true", help="print only the TOTAL row (the JSON keeps every tensor)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     args = p.parse_args(argv)
 
@@ -191,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = result["rows"]
     if not rows:
         print(f"nzdist stats: {args.file} holds no float tensors", file=sys.stderr)
-    print(format_table(rows + ([result["total"]] if rows else []), columns))
+    shown = [] if args.summary else rows
+    print(format_table(shown + ([result["total"]] if rows else []), columns))
     for s in result["skipped"]:
         print(f"skipped {s['tensor']} ({s['dtype']}): {s['reason']}")
     print("bits/element; bound = H(sign)+H(exp)+H(mant), order-0, per tensor; TOTAL weighted by elements")
@@ -200,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         settings = {"file": str(args.file), "dtype": args.dtype, "threads": args.threads,
                     "lossy": asdict(lossy) if lossy is not None else None, "mantissa_entropy": MANTISSA_METHOD}
-        path.write_text(json.dumps({"command": "stats", "environment": environment(), "settings": settings,
-                                    "columns": columns, **result}, indent=2, default=str))
+        doc = {"command": "stats", "environment": environment(), "settings": settings, "columns": columns, **result}
+        path.write_text(json.dumps(_finite(doc), indent=2, default=str))
         print(f"wrote {path}")
     return 0
 
