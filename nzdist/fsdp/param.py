@@ -54,23 +54,25 @@ class ShardMeta:
 
 
 class _State:
-    """The storage behind one or more aliasing CompressedShard wrappers (detach/view share it)."""
+    """The storage behind one or more aliasing CompressedShard wrappers (detach/view share it).
 
-    __slots__ = ("dense", "ct", "ct_in_slot", "slot", "slot_dtype", "slot_valid", "dirty", "owns_storage",
-                 "meta", "shape", "dtype", "device", "encodes")
+    Resident: ``ct`` (the exact-size payload) and, under mixed precision, ``gather_ct`` (the compressed cast
+    that travels, cached until the shard changes). The capacity-sized slot is built per all-gather and handed
+    to FSDP's copy-in, so the resident bytes carry no capacity headroom.
+    """
+
+    __slots__ = ("dense", "ct", "gather_ct", "dirty", "owns_storage", "meta", "shape", "dtype", "device",
+                 "encodes")
 
     def __init__(self, dense: torch.Tensor, meta: ShardMeta, owns_storage: bool):
         self.dense: torch.Tensor | None = dense
         self.ct: CompressedTensor | None = None
-        self.ct_in_slot = False
-        self.slot: torch.Tensor | None = None
-        self.slot_dtype: torch.dtype | None = None
-        self.slot_valid = False
+        self.gather_ct: CompressedTensor | None = None
         self.dirty = True  # no payload yet
         self.owns_storage = owns_storage  # dense is a buffer nobody else reads: free it when sealing
         self.meta = meta
         self.shape, self.dtype, self.device = dense.shape, dense.dtype, dense.device
-        self.encodes = 0  # resident re-encodings so far (frozen parameters: exactly one)
+        self.encodes = 0  # resident (re-)encodings so far (frozen parameters: exactly one)
 
     @property
     def numel(self) -> int:
@@ -90,29 +92,18 @@ class _State:
 
     def mark_dirty(self) -> None:
         self.dirty = True
-        if self.slot is not None and self.slot_dtype != self.dtype:
-            self.slot = None  # a compressed cast (mixed precision) is stale: rebuilt at the next all-gather
-        self.slot_valid = False
+        self.gather_ct = None  # a compressed cast (mixed precision) is stale: rebuilt at the next all-gather
 
     def seal(self) -> None:
         if self.dense is None or self.numel == 0:
             return  # empty shards (padding ranks) stay as their zero-byte dense tensor
         if self.dirty or self.ct is None:
-            self._store(compress(self.dense, codec=self.meta.codec))
+            self.ct = compress(self.dense, codec=self.meta.codec)
+            self.dirty = False
             self.encodes += 1
         dense, self.dense = self.dense, None
         if self.owns_storage and dense.untyped_storage().size():
             dense.untyped_storage().resize_(0)  # release now, even if an FSDP bookkeeping view still refers to it
-
-    def _store(self, ct: CompressedTensor) -> None:
-        self.dirty = False
-        slot = self.slot
-        if slot is not None and self.slot_dtype == self.dtype and SLOT_HEADER_BYTES + ct.nbytes <= slot.numel():
-            write_slot(slot, KIND_PAYLOAD, ct.data.to(slot.device))
-            self.ct = CompressedTensor.from_bytes(slot[SLOT_HEADER_BYTES:SLOT_HEADER_BYTES + ct.nbytes])
-            self.ct_in_slot = self.slot_valid = True
-        else:
-            self.ct, self.ct_in_slot, self.slot_valid = ct, False, False
 
     # -- all-gather slot -----------------------------------------------------------------------------------
     def payload_for(self, dtype: torch.dtype) -> CompressedTensor | None:
@@ -121,37 +112,28 @@ class _State:
         if dtype == self.dtype:
             self.seal()
             return self.ct
-        return compress(self.plain().to(dtype), codec=self.meta.codec)  # mixed precision: the cast travels
+        if self.gather_ct is None or self.dirty:  # mixed precision: the bf16 cast travels, compressed once
+            self.gather_ct = compress(self.plain().to(dtype), codec=self.meta.codec)
+        return self.gather_ct
 
-    def slot_for(self, dtype: torch.dtype, capacity: int) -> torch.Tensor:
-        if self.slot_valid and self.slot is not None and self.slot_dtype == dtype and self.slot.numel() == capacity:
-            return self.slot
+    def make_slot(self, dtype: torch.dtype, capacity: int) -> torch.Tensor:
         payload = self.payload_for(dtype)
-        if self.slot is None or self.slot.numel() != capacity or self.slot_dtype != dtype:
-            self.slot = torch.empty(capacity, dtype=torch.uint8, device=self.device)
-            self.slot_dtype = dtype
-            self.ct_in_slot = False
-        slot, raw_bytes = self.slot, self.numel * dtype.itemsize
+        slot = torch.empty(capacity, dtype=torch.uint8, device=self.device)
+        raw_bytes = self.numel * dtype.itemsize
         if payload is None:
             write_slot(slot, KIND_RAW, None)
         elif SLOT_HEADER_BYTES + payload.nbytes <= capacity:
             write_slot(slot, KIND_PAYLOAD, payload.data.to(slot.device))
-            if dtype == self.dtype:  # the resident payload now lives in the slot: one copy, not two
-                self.ct = CompressedTensor.from_bytes(slot[SLOT_HEADER_BYTES:SLOT_HEADER_BYTES + payload.nbytes])
-                self.ct_in_slot = True
         elif SLOT_HEADER_BYTES + raw_bytes <= capacity:
             write_slot(slot, KIND_RAW, self.plain().to(dtype).contiguous().view(-1).view(torch.uint8))
         else:
             write_slot(slot, KIND_OVERFLOW, None, needed=payload.nbytes)
-        self.slot_valid = True
         return slot
 
     def resident_bytes(self) -> int:
         n = 0 if self.dense is None else self.dense.numel() * self.dense.element_size()
-        if self.ct is not None and not self.ct_in_slot:
-            n += self.ct.nbytes
-        if self.slot is not None:
-            n += self.slot.numel()
+        n += self.ct.nbytes if self.ct is not None else 0
+        n += self.gather_ct.nbytes if self.gather_ct is not None else 0
         return n
 
 
@@ -291,7 +273,7 @@ class CompressedShard(torch.Tensor):
             meta.capacity, meta.slices, meta.gather_dtype = capacity, slices, gather_dtype
         if gather_dtype == self.dtype:
             st.seal()
-        slot = st.slot_for(gather_dtype, meta.capacity)
+        slot = st.make_slot(gather_dtype, meta.capacity)
         record_all_gather(meta.capacity, padded_numel * gather_dtype.itemsize)
         if even:
             inputs = (slot,)

@@ -217,8 +217,8 @@ def case_errors(rank):
     nz_shard(model)
     model(x)
     if rank == 1:
-        slot = model.blocks[1].fc2.weight._local_tensor._state.slot
-        slot[slot.numel() // 2:slot.numel() // 2 + 8] ^= 0x5A
+        payload = model.blocks[1].fc2.weight._local_tensor._state.ct.data  # the resident payload itself
+        payload[payload.numel() // 2:payload.numel() // 2 + 8] ^= 0x5A
     msg = _expect(nzdist.FormatError, lambda: model(x))
     out["corrupt"] = {"message": msg, "all_ranks": _all_ranks_ok(msg)}
     # 4. Lossy codecs are refused for trainable parameters.
