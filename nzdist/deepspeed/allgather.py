@@ -9,7 +9,6 @@ parameter, so padding elements never travel.
 
 from __future__ import annotations
 
-from typing import List
 
 import torch
 
@@ -23,7 +22,7 @@ from nzdist import accounting
 from .partitions import CompressedPartitions, group_of, partition_numel, valid_numel
 
 
-def exchange_sizes(local: List[int], group) -> torch.Tensor:
+def exchange_sizes(local: list[int], group) -> torch.Tensor:
     """All-gather one int64 per parameter; returns a [world, n] table of every rank's payload sizes."""
     world = dist.get_world_size(group=group)
     device = get_accelerator().current_device_name()

@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import nzdist
 
@@ -93,7 +94,7 @@ class NeuzipConfig:
         return nzdist.Lossless(chunk_elems=self.chunk_elems)
 
     @classmethod
-    def from_dict(cls, section: Mapping[str, Any]) -> "NeuzipConfig":
+    def from_dict(cls, section: Mapping[str, Any]) -> NeuzipConfig:
         if not isinstance(section, Mapping):
             raise NeuzipConfigError(f'the "neuzip" section must be a JSON object, got {type(section).__name__}')
         known = {f.name for f in fields(cls)}

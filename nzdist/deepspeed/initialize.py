@@ -8,7 +8,8 @@ Without a ``"neuzip"`` section it is exactly ``deepspeed.initialize``.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Union
+from collections.abc import Callable
 
 import torch
 
@@ -23,17 +24,17 @@ TORCH_DISTRIBUTED_DEFAULT_PORT = 29500
 def initialize(
     args: Any = None,
     model: torch.nn.Module = None,
-    optimizer: Optional[Union[torch.optim.Optimizer, Callable]] = None,
-    model_parameters: Optional[torch.nn.Module] = None,
-    training_data: Optional[torch.utils.data.Dataset] = None,
-    lr_scheduler: Optional[Union[torch.optim.lr_scheduler._LRScheduler, Callable]] = None,
+    optimizer: Union[torch.optim.Optimizer, Callable] | None = None,
+    model_parameters: torch.nn.Module | None = None,
+    training_data: torch.utils.data.Dataset | None = None,
+    lr_scheduler: Union[torch.optim.lr_scheduler._LRScheduler, Callable] | None = None,
     distributed_port: int = TORCH_DISTRIBUTED_DEFAULT_PORT,
     mpu: Any = None,
-    dist_init_required: Optional[bool] = None,
-    collate_fn: Optional[Callable] = None,
-    config: Optional[Union[str, Dict[str, Any]]] = None,
+    dist_init_required: bool | None = None,
+    collate_fn: Callable | None = None,
+    config: Union[str, dict[str, Any]] | None = None,
     mesh_param: Any = None,
-    config_params: Optional[Union[str, Dict[str, Any]]] = None,
+    config_params: Union[str, dict[str, Any]] | None = None,
 ):
     """``engine, optimizer, dataloader, lr_scheduler = nzdist.deepspeed.initialize(model=m, config="ds.json")``
 
@@ -55,8 +56,9 @@ def initialize(
                                   mesh_param=mesh_param, config_params=config_params)
     if neuzip is not None:
         engine = result[0]
-        if engine.zero_optimization_stage() != 3:
-            raise NeuzipConfigError(f"neuzip needs ZeRO stage 3; the engine runs stage {engine.zero_optimization_stage()}")
+        stage = engine.zero_optimization_stage()
+        if stage != 3:
+            raise NeuzipConfigError(f"neuzip needs ZeRO stage 3; the engine runs stage {stage}")
         from .hooks import install
 
         install(engine, CompressedPartitions(neuzip))

@@ -172,59 +172,83 @@ def train_deepspeed(ds_config: dict, steps: int, model_cfg: ModelConfig = ModelC
 
 
 def train_fsdp(ds_config: dict, steps: int, model_cfg: ModelConfig = ModelConfig(), seed: int = 0,
-               tokens: torch.Tensor | None = None) -> dict:
-    """The same model and data under FSDP2 through ``nzdist.fsdp`` (the ``"neuzip"`` section picks the codec;
-    the DeepSpeed optimizer settings are mirrored with torch's AdamW)."""
+               tokens: torch.Tensor | None = None, freeze: tuple = ()) -> dict:
+    """The same model, data and optimizer settings under FSDP2: ``nzdist.fsdp.shard_model`` (one group per
+    block, then the root) when the config has a ``"neuzip"`` section, torch's own ``fully_shard`` otherwise.
+    DeepSpeed's ``bf16`` maps to FSDP2 mixed precision (bf16 compute, fp32 sharded parameters and reduction),
+    its ``optimizer`` to torch's AdamW and ``gradient_clipping`` to ``clip_grad_norm_``."""
     import torch.distributed as td
+    from torch.distributed.fsdp import MixedPrecisionPolicy
 
     import nzdist
 
-    try:
-        import nzdist.fsdp as nzfsdp
-    except ImportError as e:
-        raise RuntimeError(f"--backend fsdp needs nzdist.fsdp, which is not importable here ({e})") from e
     if not td.is_initialized():
-        td.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")
+        td.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     rank, world = _rank_world()
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     tokens = stdlib_bytes() if tokens is None else tokens
-    model = build_model(model_cfg, seed)
+    model = build_model(model_cfg, seed).to(device)
+    freeze_params(model, freeze)
+    kwargs = {}
     if (ds_config.get("bf16") or {}).get("enabled"):
-        model = model.to(torch.bfloat16)
-    model = _fsdp_shard(nzfsdp, model, ds_config.get("neuzip"))
+        kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    section = ds_config.get("neuzip")
+    trainable = [p for p in model.parameters() if p.requires_grad]
     opt_params = dict((ds_config.get("optimizer") or {}).get("params") or {"lr": 1e-3})
     opt_params.pop("torch_adam", None)
-    optimizer = torch.optim.AdamW(model.parameters(), **opt_params)
+    if section is not None and section.get("enabled", True):
+        try:
+            import nzdist.fsdp as nzfsdp
+        except ImportError as e:
+            raise RuntimeError(f"--backend fsdp with a \"neuzip\" section needs nzdist.fsdp ({e})") from e
+        from nzdist.deepspeed.config import NeuzipConfig
+
+        nz = NeuzipConfig.from_dict(section)  # the same validation as the DeepSpeed path
+        if nz.codec == "lossy":
+            kwargs.update(codec=nzdist.Lossless(chunk_elems=nz.chunk_elems), frozen_codec=nz.codec_object())
+        else:
+            kwargs.update(codec=nz.codec_object())
+        nzfsdp.shard_model(model, policy=nzfsdp.TransformerLayerPolicy({Block}), **kwargs)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = nzfsdp.CompressedOptimizer(torch.optim.AdamW(trainable, **opt_params))
+    else:
+        from torch.distributed.fsdp import fully_shard
+
+        for blk in model.blocks:
+            fully_shard(blk, **kwargs)
+        fully_shard(model, **kwargs)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, **opt_params)
+    clip = ds_config.get("gradient_clipping", 0.0)
     batch = ds_config.get("train_micro_batch_size_per_gpu", 4)
     nzdist.comm_stats(reset=True)
     losses, times = [], []
     for step in range(steps):
         x, y = batch_for_step(tokens, step, batch, model_cfg.seq_len, rank, world, seed)
         t0 = time.perf_counter()
-        loss = model(x, y)
+        loss = model(x.to(device), y.to(device))
         loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(trainable, clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t0)
         losses.append(loss.item())
-    return {"backend": "fsdp", "neuzip": "neuzip" in ds_config, "losses": losses, "step_times": times,
-            "comm": nzdist.comm_stats(reset=True).as_dict(), "memory": None}
+    memory = None
+    if section is not None:
+        import nzdist.fsdp as nzfsdp
+
+        memory = _as_dict(nzfsdp.memory_report(model, optimizer))
+    return {"backend": "fsdp", "neuzip": section is not None, "losses": losses, "step_times": times,
+            "comm": nzdist.comm_stats(reset=True).as_dict(), "memory": memory}
 
 
-def _fsdp_shard(nzfsdp, model, neuzip_section):
-    """Shard each block, then the root, through nzdist's drop-in ``fully_shard`` (``shard_model`` if offered)."""
-    kwargs = {}
-    if neuzip_section:
-        codec = neuzip_section.get("codec", "lossless")
-        import nzdist
-
-        kwargs["codec"] = (nzdist.Lossy(mantissa_bits=neuzip_section.get("mantissa_bits", 3))
-                           if codec == "lossy" else nzdist.Lossless())
-    if hasattr(nzfsdp, "shard_model"):
-        return nzfsdp.shard_model(model, **kwargs) or model
-    for blk in model.blocks:
-        nzfsdp.fully_shard(blk, **kwargs)
-    nzfsdp.fully_shard(model, **kwargs)
-    return model
+def _as_dict(report) -> dict | str:
+    if hasattr(report, "as_dict"):
+        return report.as_dict()
+    if hasattr(report, "__dataclass_fields__"):
+        return asdict(report)
+    return str(report)
 
 
 # -------------------------------------------------------------------------------------------------- CLI
@@ -272,8 +296,8 @@ def main(argv=None) -> int:
                                     load_dir=args.load, save_dir=args.save, save_at=args.save_at, freeze=freeze))
     else:
         if args.compare_dense:
-            runs.append(train_fsdp(dense_config(ds_config), args.steps, model_cfg, args.seed, tokens))
-        runs.append(train_fsdp(ds_config, args.steps, model_cfg, args.seed, tokens))
+            runs.append(train_fsdp(dense_config(ds_config), args.steps, model_cfg, args.seed, tokens, freeze=freeze))
+        runs.append(train_fsdp(ds_config, args.steps, model_cfg, args.seed, tokens, freeze=freeze))
     _report(args, runs)
     return 0
 
@@ -289,7 +313,7 @@ def _report(args, runs) -> None:
         gathered = [runs]
     if rank != 0:
         return
-    for i, run in enumerate(runs):
+    for run in runs:
         c = run["comm"]
         ratio = c["ratio"] if c["dense_bytes"] else float("nan")
         step = sorted(run["step_times"])[len(run["step_times"]) // 2] if run["step_times"] else math.nan

@@ -6,29 +6,15 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
 import pytest
+from ds_launch_helpers import ROOT, TIMEOUT, cpu_env, free_port
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORKER = os.path.join(ROOT, "tests", "deepspeed", "worker.py")
-TIMEOUT = 300
 
 pytest.importorskip("deepspeed")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env() -> dict:
-    env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", NZDIST_NUM_THREADS="1")
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 def _test_config(tmp_path) -> str:
@@ -45,7 +31,7 @@ def _test_config(tmp_path) -> str:
 
 def _run(cmd, tmp_path) -> dict:
     out = tmp_path / "result.json"
-    proc = subprocess.run(cmd + ["--out", str(out)], cwd=ROOT, env=_env(), capture_output=True, text=True,
+    proc = subprocess.run(cmd + ["--out", str(out)], cwd=ROOT, env=cpu_env(), capture_output=True, text=True,
                           timeout=TIMEOUT)
     if proc.returncode != 0 or not out.exists():
         pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
@@ -59,7 +45,7 @@ def ds_launcher_ranks(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ds")
     if shutil.which("deepspeed") is None:
         pytest.skip("the deepspeed launcher is not on PATH")
-    cmd = ["deepspeed", "--master_port", str(_free_port()), "--num_gpus", "2", WORKER, "--scenario", "parity_ckpt",
+    cmd = ["deepspeed", "--master_port", str(free_port()), "--num_gpus", "2", WORKER, "--scenario", "parity_ckpt",
            "--config", _test_config(tmp), "--ckpt", str(tmp / "ckpt")]
     return _run(cmd, tmp)
 
@@ -68,7 +54,7 @@ def ds_launcher_ranks(tmp_path_factory):
 def torchrun_ranks(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("torchrun")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(_free_port()), WORKER, "--scenario", "parity_zeropp", "--config", _test_config(tmp),
+           str(free_port()), WORKER, "--scenario", "parity_zeropp", "--config", _test_config(tmp),
            "--ckpt", str(tmp / "ckpt")]
     return _run(cmd, tmp)
 

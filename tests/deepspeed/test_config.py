@@ -1,0 +1,125 @@
+"""The "neuzip" section: bad values fail in nzdist.deepspeed.initialize before DeepSpeed (or torch.distributed)
+starts; good ones parse into NeuzipConfig."""
+
+import copy
+import inspect
+import json
+import os
+
+import pytest
+import torch
+import torch.distributed as td
+
+from nzdist.deepspeed import NeuzipConfig, NeuzipConfigError, initialize, parse
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG = os.path.join(ROOT, "configs", "neuzip_zero.json")
+
+
+def _config(**neuzip):
+    with open(CONFIG) as f:
+        cfg = json.load(f)
+    cfg["neuzip"].update(neuzip)
+    return cfg
+
+
+def test_shipped_config_parses():
+    cfg = parse(_config())
+    assert cfg == NeuzipConfig(codec="lossless", params="all", min_numel=4096, stats=True)
+
+
+def test_no_section_or_disabled_means_plain_deepspeed():
+    cfg = _config()
+    del cfg["neuzip"]
+    assert parse(cfg) is None
+    assert parse(_config(enabled=False)) is None
+
+
+def test_lossy_frozen_and_checkpoint_options():
+    cfg = parse(_config(codec="lossy", mantissa_bits=0, block_size=0, params="frozen",
+                        checkpoint={"compress": True, "level": 3}))
+    assert cfg.codec_object().mantissa_bits == 0
+    assert cfg.checkpoint.compress and cfg.checkpoint.options == {"level": 3}
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(codec="zstd"), "neuzip.codec must be one of"),
+    (dict(codec="lossy", params="frozen", mantissa_bits=8), "neuzip.mantissa_bits must be an int in 0..7"),
+    (dict(codec="lossy", params="frozen", mantissa_bits=-1), "neuzip.mantissa_bits"),
+    (dict(codec="lossy", params="frozen", mantissa_bits=2.5), "neuzip.mantissa_bits"),
+    (dict(codec="lossy"), 'needs neuzip.params "frozen"'),
+    (dict(params="some"), "neuzip.params must be one of"),
+    (dict(min_numel=0), "neuzip.min_numel"),
+    (dict(chunk_elems=1000), "chunk_elems"),
+    (dict(codec="lossy", params="frozen", block_size=-4), "block_size"),
+    (dict(stats="yes"), "neuzip.stats must be a boolean"),
+    (dict(mantisa_bits=3), "unknown neuzip key(s) ['mantisa_bits']"),
+    (dict(checkpoint={"compress": "yes"}), "neuzip.checkpoint.compress"),
+    (dict(codec="lossy", params="frozen", compress_at_rest=True), "compress_at_rest needs the lossless"),
+])
+def test_bad_neuzip_values(bad, message):
+    with pytest.raises(NeuzipConfigError) as e:
+        parse(_config(**bad))
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("zero, message", [
+    ({"stage": 2}, "got stage 2"),
+    (None, "got stage 0"),
+    ({"stage": 3, "zero_quantized_weights": True}, "zero_quantized_weights"),
+    ({"stage": 3, "offload_param": {"device": "nvme"}}, "nvme"),
+])
+def test_zero_settings_neuzip_cannot_serve(zero, message):
+    cfg = _config()
+    if zero is None:
+        del cfg["zero_optimization"]
+    else:
+        cfg["zero_optimization"] = zero
+    with pytest.raises(NeuzipConfigError, match=message):
+        parse(cfg)
+
+
+def test_section_must_be_an_object():
+    cfg = _config()
+    cfg["neuzip"] = "lossless"
+    with pytest.raises(NeuzipConfigError, match="must be a JSON object"):
+        parse(cfg)
+
+
+@pytest.mark.parametrize("as_path", [False, True])
+def test_initialize_rejects_before_deepspeed_starts(tmp_path, as_path):
+    cfg = _config(codec="brotli")
+    if as_path:
+        (tmp_path / "bad.json").write_text(json.dumps(cfg))
+        cfg = str(tmp_path / "bad.json")
+    with pytest.raises(NeuzipConfigError, match="brotli"):
+        initialize(model=torch.nn.Linear(4, 4), config=cfg)
+    assert not td.is_initialized()  # nothing distributed was started
+
+
+def test_initialize_reads_args_deepspeed_config(tmp_path):
+    bad = _config()
+    bad["zero_optimization"]["stage"] = 1
+    (tmp_path / "ds.json").write_text(json.dumps(bad))
+
+    class Args:
+        deepspeed_config = str(tmp_path / "ds.json")
+        local_rank = 0
+
+    with pytest.raises(NeuzipConfigError, match="got stage 1"):
+        initialize(args=Args(), model=torch.nn.Linear(4, 4))
+    assert not td.is_initialized()
+
+
+def test_config_dict_is_not_modified():
+    cfg = _config()
+    before = copy.deepcopy(cfg)
+    parse(cfg)
+    assert cfg == before
+
+
+def test_signature_matches_deepspeed_initialize():
+    deepspeed = pytest.importorskip("deepspeed")
+    ours, theirs = inspect.signature(initialize), inspect.signature(deepspeed.initialize)
+    assert [(p.name, p.kind, p.default) for p in ours.parameters.values()] == \
+        [(p.name, p.kind, p.default) for p in theirs.parameters.values()]

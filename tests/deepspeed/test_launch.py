@@ -1,0 +1,48 @@
+"""The training entry as users run it: launch/ds_train.sh (deepspeed launcher, DeepSpeed backend) and torchrun
+with --backend fsdp, each against the same config without "neuzip" in the same process."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from ds_launch_helpers import ROOT, TIMEOUT, cpu_env, free_port
+
+
+def _check(proc, out, steps):
+    if proc.returncode != 0 or not out.exists():
+        pytest.fail(f"exit {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    assert "losses bit-identical to the dense baseline on every rank: True" in proc.stdout
+    result = json.loads(out.read_text())
+    assert len(result["ranks"]) == 2
+    for dense, neuzip in result["ranks"]:
+        assert len(dense["losses"]) == steps and dense["losses"] == neuzip["losses"]
+        assert not dense["neuzip"] and neuzip["neuzip"]
+        assert 0 < neuzip["comm"]["payload_bytes"] < 0.75 * neuzip["comm"]["dense_bytes"]
+    return result
+
+
+def test_ds_train_script(tmp_path):
+    pytest.importorskip("deepspeed")
+    if shutil.which("deepspeed") is None:
+        pytest.skip("the deepspeed launcher is not on PATH")
+    out = tmp_path / "ds.json"
+    env = dict(cpu_env(), NUM_GPUS="2", MASTER_PORT=str(free_port()))
+    proc = subprocess.run(["bash", "launch/ds_train.sh", "--steps", "4", "--d-model", "64", "--compare-dense",
+                           "--json", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    result = _check(proc, out, 4)
+    assert result["args"]["config"] == "configs/neuzip_zero.json"
+    assert result["ranks"][0][1]["backend"] == "deepspeed"
+
+
+def test_train_fsdp_backend_torchrun(tmp_path):
+    pytest.importorskip("nzdist.fsdp")
+    out = tmp_path / "fsdp.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(free_port()), "launch/train.py", "--backend", "fsdp", "--config", "configs/neuzip_zero.json",
+           "--steps", "4", "--d-model", "64", "--compare-dense", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=cpu_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    result = _check(proc, out, 4)
+    assert result["ranks"][0][1]["backend"] == "fsdp"
