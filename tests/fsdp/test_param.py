@@ -1,0 +1,164 @@
+"""CompressedShard in one process: sealing, dispatch semantics, and the all-gather decode path (fed with slots
+built by hand, as FSDP's all-gather would deliver them)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import int_view
+
+import nzdist
+from nzdist.fsdp.capacity import capacity_for
+from nzdist.fsdp.param import CompressedShard, ShardMeta
+from nzdist.fsdp.slot import KIND_OVERFLOW, SLOT_HEADER_BYTES, CapacityError, read_slot_header, write_slot
+
+
+def weights(*shape, seed=0, dtype=torch.bfloat16):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=g) * 0.02).to(dtype)
+
+
+def sealed(t, **meta):
+    s = CompressedShard.wrap(t.clone(), ShardMeta(**meta), owns_storage=True)
+    s.seal_()
+    return s
+
+
+def test_seal_keeps_bits_and_frees_dense_storage():
+    dense = weights(256, 64)
+    s = CompressedShard.wrap(dense, ShardMeta(), owns_storage=True)
+    s.seal_()
+    assert s.is_sealed and dense.untyped_storage().size() == 0  # the owned buffer is released
+    assert s.resident_bytes() < 0.75 * 256 * 64 * 2
+    assert torch.equal(int_view(s.dense()), int_view(weights(256, 64)))
+
+
+def test_in_place_op_on_sealed_shard_reencodes_exactly():
+    ref = weights(128, 32)
+    s = sealed(ref)
+    before = s.encode_count
+    s.mul_(0.5).add_(1.0)
+    assert s.is_sealed and s.encode_count == before + 2
+    assert torch.equal(int_view(s.dense()), int_view(ref.mul(0.5).add(1.0)))
+
+
+def test_alias_views_share_state_and_subviews_copy_open_data():
+    s = CompressedShard.wrap(weights(8, 6).clone(), ShardMeta(), owns_storage=True)
+    flat = s.view(-1)
+    assert isinstance(flat, CompressedShard) and flat._state is s._state and flat.shape == (48,)
+    assert s.detach()._state is s._state
+    chunks = torch.chunk(s, 3)  # FSDP's sharding: views of the open dense tensor
+    assert all(isinstance(c, CompressedShard) for c in chunks)
+    chunks[1].zero_()
+    assert torch.equal(s.dense()[3:6], torch.zeros(3, 6, dtype=torch.bfloat16))  # chunk sizes 3, 3, 2
+
+
+def test_factories_and_reads():
+    s = sealed(weights(4, 4))
+    assert isinstance(s.new_zeros((2, 4)), CompressedShard)  # FSDP's padded shard buffer
+    assert type(torch.zeros_like(s)) is torch.Tensor  # optimizer state stays plain
+    assert type(s + 1) is torch.Tensor
+    assert s.is_sealed  # reads decode into temporaries
+
+
+def test_unsupported_dtype_raises():
+    with pytest.raises(TypeError, match="int64"):
+        CompressedShard.wrap(torch.arange(4), ShardMeta())
+
+
+def test_meta_validates():
+    with pytest.raises(ValueError, match="on_overflow"):
+        ShardMeta(on_overflow="ignore")
+    with pytest.raises(ValueError, match="headroom"):
+        ShardMeta(headroom=-1)
+
+
+class _FakeMesh:
+    def __init__(self, world):
+        self.world = world
+
+    def size(self):
+        return self.world
+
+
+def _gathered(full, world, gather_dtype=None, trainable=True, corrupt_rank=None, overflow_rank=None):
+    """Shard ``full`` on dim 0 like FSDP, build each rank's slot, and concatenate them like the all-gather."""
+    gather_dtype = gather_dtype or full.dtype
+    rows = full.shape[0]
+    padded_rows = -(-rows // world)
+    row_numel = math.prod(full.shape[1:])
+    padded_numel = padded_rows * row_numel
+    even = rows % world == 0
+    meta = ShardMeta(trainable=trainable, on_overflow="raise")
+    shards = [sealed(full[min(r * padded_rows, rows):min((r + 1) * padded_rows, rows)].contiguous(),
+                     trainable=trainable) for r in range(world)]
+    payload = max((s._state.payload_for(gather_dtype).nbytes if s.numel() else 0) for s in shards)
+    capacity = capacity_for(payload, padded_numel=padded_numel, dtype=gather_dtype, headroom=0.02,
+                            trainable=trainable)
+    slices = 1 if even else -(-capacity // padded_numel)
+    capacity = capacity if even else slices * padded_numel
+    slots = [s._state.make_slot(gather_dtype, capacity) for s in shards]
+    if corrupt_rank is not None:
+        slots[corrupt_rank][SLOT_HEADER_BYTES + 20:SLOT_HEADER_BYTES + 28] ^= 0x33
+    if overflow_rank is not None:
+        write_slot(slots[overflow_rank], KIND_OVERFLOW, None, needed=capacity * 2)
+    if even:
+        outputs = (torch.cat(slots),)
+    else:  # each slot travels as `slices` padded-shape pieces; output j holds piece j of every rank
+        outputs = tuple(torch.cat([sl[j * padded_numel:(j + 1) * padded_numel] for sl in slots])
+                        for j in range(slices))
+    metadata = (gather_dtype, tuple(full.shape), world, capacity, even, meta, None)
+    return shards[0], outputs, metadata
+
+
+@pytest.mark.parametrize("shape,world", [((64, 48), 2), ((67, 48), 4), ((5,), 2), ((3, 7), 4)])
+def test_post_all_gather_decodes_all_ranks_bit_exactly(shape, world):
+    full = weights(*shape, seed=3)
+    local, outputs, metadata = _gathered(full, world)
+    out, to_free = local.fsdp_post_all_gather(outputs, metadata, full.dtype)
+    assert torch.equal(int_view(out), int_view(full)) and to_free[0] is out
+    again = torch.empty_like(full)
+    assert local.fsdp_post_all_gather(outputs, metadata, full.dtype, out=again) is None  # FSDP's later calls
+    assert torch.equal(int_view(again), int_view(full))
+
+
+def test_post_all_gather_mixed_precision_decodes_the_cast():
+    full = weights(32, 16, dtype=torch.float32)
+    local, outputs, metadata = _gathered(full, 2, gather_dtype=torch.bfloat16)
+    out, _ = local.fsdp_post_all_gather(outputs, metadata, torch.bfloat16)
+    assert out.dtype == torch.bfloat16 and torch.equal(int_view(out), int_view(full.bfloat16()))
+
+
+def test_corrupted_payload_raises_format_error():
+    local, outputs, metadata = _gathered(weights(64, 64), 2, corrupt_rank=1)
+    with pytest.raises(nzdist.FormatError):
+        local.fsdp_post_all_gather(outputs, metadata, torch.bfloat16)
+
+
+def test_overflow_mark_raises_capacity_error():
+    local, outputs, metadata = _gathered(weights(64, 64), 2, overflow_rank=1)
+    with pytest.raises(CapacityError, match="rank 1 needs"):
+        local.fsdp_post_all_gather(outputs, metadata, torch.bfloat16)
+
+
+def test_slot_header_checks():
+    slot = torch.zeros(64, dtype=torch.uint8)
+    with pytest.raises(nzdist.FormatError, match="corrupt header"):
+        read_slot_header(slot, 64, rank=3, name="w")
+    write_slot(slot, 0, torch.arange(10, dtype=torch.uint8))
+    assert read_slot_header(slot, 64, rank=0, name="w") == (0, 10)
+    slot[8] = 200  # claims more bytes than the slot holds
+    with pytest.raises(nzdist.FormatError, match="more than its capacity"):
+        read_slot_header(slot, 64, rank=0, name="w")
+
+
+def test_capacity_policy():
+    bf16 = dict(padded_numel=1000, dtype=torch.bfloat16)
+    assert capacity_for(1300, **bf16, headroom=0.02, trainable=True) >= SLOT_HEADER_BYTES + 1300 * 1.02
+    assert capacity_for(1300, **bf16, headroom=0.02, trainable=False) == SLOT_HEADER_BYTES + 1312  # exact, aligned
+    # near-constant trainable tensors (zero init) get room to become trained weights
+    assert capacity_for(40, **bf16, headroom=0.02, trainable=True) >= SLOT_HEADER_BYTES + 0.72 * 2000
+    # never above raw: an incompressible shard always fits raw
+    assert capacity_for(5000, **bf16, headroom=0.02, trainable=True) == SLOT_HEADER_BYTES + 2000
