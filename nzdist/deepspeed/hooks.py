@@ -115,21 +115,54 @@ def install(engine, partitions: CompressedPartitions) -> CompressedPartitions:
         _bind(p, partitions)
     partitions.adopt(params)
     partitions.refresh(partitions.params)
+    if partitions.cfg.compress_at_rest:
+        _keep_trainable_at_rest(engine.optimizer, partitions)
     _hook_optimizer(engine.optimizer, partitions)
     _hook_checkpointing(engine, partitions)
     engine.neuzip = partitions
     return partitions
 
 
+def _keep_trainable_at_rest(optimizer, partitions: CompressedPartitions) -> None:
+    from .at_rest import FlatBufferAtRest
+
+    reason = FlatBufferAtRest.unsupported_reason(optimizer)
+    if reason is not None:
+        partitions.flat_unsupported = reason
+        return
+    partitions.flat = FlatBufferAtRest(optimizer, partitions)
+    partitions.settle()
+    for name in ("_restore_from_bit16_weights", "offload_states"):  # readers of the buffer's contents
+        _materialize_before(optimizer, name, partitions)
+
+
+def _materialize_before(obj, name: str, partitions: CompressedPartitions) -> None:
+    method = getattr(obj, name, None)
+    if method is None:
+        return
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        partitions.materialize()  # stays dense until the next step end frees it again
+        return method(*args, **kwargs)
+
+    setattr(obj, name, wrapper)
+
+
 def _hook_optimizer(optimizer, partitions: CompressedPartitions) -> None:
     reassign = getattr(optimizer, "_reassign_or_swap_out_partitioned_parameters", None)
     if reassign is None:  # no ZeRO-3 optimizer (inference): partitions never change in place
         return
+    last = len(optimizer.fp16_groups) - 1
 
     @functools.wraps(reassign)
     def reassign_and_encode(sub_group_id):
+        if partitions.flat is not None:
+            partitions.flat.allocate(decode=False)  # the optimizer overwrites the whole buffer
         result = reassign(sub_group_id)
         partitions.refresh(optimizer.fp16_groups[sub_group_id])  # the one re-encode per step
+        if sub_group_id == last:
+            partitions.settle()
         return result
 
     optimizer._reassign_or_swap_out_partitioned_parameters = reassign_and_encode
@@ -140,11 +173,12 @@ def _hook_checkpointing(engine, partitions: CompressedPartitions) -> None:
 
     @functools.wraps(load)
     def load_checkpoint(*args, **kwargs):
-        partitions.materialize()  # DeepSpeed writes frozen fragments straight into ds_tensor
+        partitions.materialize()  # DeepSpeed writes partitions (frozen fragments, bf16 from fp32) in place
         partitions.invalidate(partitions.params)
         result = load(*args, **kwargs)
         # Not in a `finally`: refresh is collective, and a rank whose load raised must not enter it alone.
         partitions.refresh(partitions.params)
+        partitions.settle()
         return result
 
     @functools.wraps(save)

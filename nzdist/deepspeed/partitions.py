@@ -58,6 +58,8 @@ class CompressedPartitions:
         self.codec = cfg.codec_object()
         self._entries: dict[int, _Entry] = {}  # keyed by ds_id
         self.params: list = []
+        self.flat = None  # FlatBufferAtRest when trainable partitions are kept compressed at rest
+        self.flat_unsupported: str | None = None  # why not, when compress_at_rest asked for it
 
     # --- which parameters -------------------------------------------------------------------------------
     def eligible(self, param) -> bool:
@@ -133,11 +135,13 @@ class CompressedPartitions:
         param.ds_tensor.data = torch.empty(0, dtype=param.ds_tensor.dtype, device=param.ds_tensor.device)
         e.at_rest = True
 
-    def materialize(self, params: Iterable | None = None) -> list:
-        """Give at-rest parameters a dense partition again (before DeepSpeed reads or writes ds_tensor);
-        returns them so the caller can ``release_again`` them."""
+    def materialize(self, params: Iterable | None = None) -> tuple:
+        """Give at-rest partitions a dense copy again (before DeepSpeed reads or writes ds_tensor): the frozen
+        ones among ``params`` and, if any of ``params`` lives in it, the trainable flat buffer (all by default).
+        Returns a token for ``release_again``."""
+        params = self.params if params is None else list(params)
         done = []
-        for p in self.params if params is None else params:
+        for p in params:
             e = self._entries.get(getattr(p, "ds_id", None))
             if e is None or not e.at_rest:
                 continue
@@ -149,14 +153,29 @@ class CompressedPartitions:
             p.ds_tensor.data = dense
             e.at_rest = False
             done.append(p)
-        return done
+        flat = False
+        if self.flat is not None and self.flat.released:
+            members = self.flat.member_ids
+            if any(id(p) in members for p in params):
+                self.flat.allocate(decode=True)
+                flat = True
+        return done, flat
 
-    def release_again(self, params: Iterable) -> None:
-        """Drop the dense partitions ``materialize`` restored, if they were not changed (payload still valid)."""
-        for p in params:
+    def release_again(self, token: tuple) -> None:
+        """Drop what ``materialize`` restored, where the payloads are still current (nothing was written)."""
+        done, flat = token
+        for p in done:
             e = self._entries[p.ds_id]
             if e.sizes is not None and not e.at_rest:
                 self._release(p, e)
+        if flat:
+            self.settle()
+
+    def settle(self) -> None:
+        """Free the trainable flat buffer if it is kept at rest and every payload in it is current."""
+        if self.flat is not None and not self.flat.released:
+            if all(not self.is_stale(p) for p in self.flat.params if self.manages(p)):
+                self.flat.release()
 
     # --- reporting --------------------------------------------------------------------------------------
     def memory_report(self) -> dict:
@@ -170,9 +189,11 @@ class CompressedPartitions:
             size = e.payload.numel() if e.payload is not None else 0
             dense += nbytes
             payload += size
-            if e.at_rest:
+            in_flat = self.flat is not None and self.flat.released and id(p) in self.flat.member_ids
+            if e.at_rest or in_flat:
                 released += nbytes
                 at_rest_payload += size
         return {"params": len(self.params), "partition_bytes": dense, "payload_bytes": payload,
                 "released_bytes": released, "at_rest_payload_bytes": at_rest_payload,
-                "resident_bytes": dense - released + payload}
+                "resident_bytes": dense - released + payload,
+                "trainable_at_rest": self.flat is not None, "trainable_at_rest_unsupported": self.flat_unsupported}

@@ -83,15 +83,24 @@ def test_checkpoint_round_trip_continues_identically(ds_launcher_ranks):
         _assert_compressed(rank["resumed"])  # re-encoded after load, still compressed
 
 
-def test_frozen_partitions_compressed_at_rest(torchrun_ranks):
+def test_partitions_compressed_at_rest(torchrun_ranks):
     for rank in torchrun_ranks:
         at_rest = rank["frozen_at_rest"]
         assert at_rest["losses"] == rank["frozen_dense"]["losses"]
         assert rank["frozen_at_rest_resumed"]["losses"] == at_rest["losses"][10:]
         mem = at_rest["memory"]
-        assert mem["released_bytes"] > 0  # frozen partitions exist only as payloads
+        assert mem["trainable_at_rest"] and mem["trainable_at_rest_unsupported"] is None
+        assert mem["released_bytes"] == mem["partition_bytes"]  # every compressed partition exists only as payload
         assert 0 < mem["at_rest_payload_bytes"] < 0.75 * mem["released_bytes"]
         _assert_compressed(at_rest)
+
+
+def test_partitions_rewritten_outside_a_step(torchrun_ranks):
+    # GatheredParameters(modifier_rank=0) rewrites partitions (frozen and trainable, both kept at rest): the
+    # payloads must follow, and training must go on exactly as DeepSpeed's own.
+    for rank in torchrun_ranks:
+        assert rank["edit_at_rest"]["losses"] == rank["edit_dense"]["losses"]
+        assert len(rank["edit_dense"]["losses"]) == 6
 
 
 def test_lossy_frozen_weights(torchrun_ranks):

@@ -19,6 +19,41 @@ MODEL = ModelConfig(d_model=64, n_layer=2, n_head=4, seq_len=32)
 FROZEN = ("embed", "blocks.0")
 
 
+def edit_between_steps(cfg, tokens, freeze=()):
+    """3 steps, then rank 0 rewrites two weights inside GatheredParameters(modifier_rank=0) (DeepSpeed then
+    re-partitions them with has_been_updated=True), then 3 more steps. Returns this rank's losses."""
+    import deepspeed
+
+    from nzdist.deepspeed import initialize
+    from nzdist.launch.train import batch_for_step, build_model, freeze_params
+
+    model = build_model(MODEL, 0)
+    freeze_params(model, freeze)
+    engine, *_ = initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
+                            config=cfg)
+    rank, world = td.get_rank(), td.get_world_size()
+    losses = []
+
+    def step(i):
+        x, y = batch_for_step(tokens, i, engine.train_micro_batch_size_per_gpu(), MODEL.seq_len, rank, world, 0)
+        loss = engine(x, y)
+        engine.backward(loss)
+        engine.step()
+        losses.append(loss.item())
+
+    for i in range(3):
+        step(i)
+    edited = [engine.module.head.weight, engine.module.blocks[0].fc.weight, engine.module.embed.weight]
+    with deepspeed.zero.GatheredParameters(edited, modifier_rank=0):
+        if rank == 0:
+            for p in edited:
+                p.data.mul_(0.5)
+    for i in range(3, 6):
+        step(i)
+    engine.destroy()
+    return {"losses": losses}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scenario", choices=("parity_ckpt", "parity_zeropp"), required=True)
@@ -45,6 +80,8 @@ def main() -> int:
                                                  save_dir=args.ckpt, save_at=10)
         runs["frozen_at_rest_resumed"] = train_deepspeed(at_rest, 10, MODEL, tokens=tokens, freeze=FROZEN,
                                                          start_step=10, load_dir=args.ckpt)
+        runs["edit_dense"] = edit_between_steps(dense_config(cfg), tokens, freeze=FROZEN)
+        runs["edit_at_rest"] = edit_between_steps(at_rest, tokens, freeze=FROZEN)
         lossy = copy.deepcopy(cfg)
         lossy["neuzip"].update(codec="lossy", mantissa_bits=3, params="frozen")
         runs["frozen_lossy"] = train_deepspeed(lossy, 20, MODEL, tokens=tokens, freeze=FROZEN)

@@ -1,0 +1,149 @@
+"""``nzdist bench deepspeed``: ZeRO-3 step time and all-gather bytes with nzdist's compressed all-gather vs the
+same DeepSpeed config without ``"neuzip"``, trained in the same processes on the same data.
+
+    nzdist bench deepspeed                          # 2 ranks via torchrun (DS_ACCELERATOR=cpu without a GPU)
+    nzdist bench deepspeed --nproc 8 --d-model 1024 --layers 8 --steps 30
+
+Every rank trains the dense engine, then the nzdist engine, then the dense one again (so drift in machine load
+shows up as a difference between the two dense rows). All-gather bytes are counted where DeepSpeed hands
+tensors to torch.distributed (``deepspeed.comm.all_gather_into_tensor`` / ``all_gather``): bytes this rank
+sends, per training step, including nzdist's payload-size exchange. Step time is the median over the steps
+after ``--warmup``. Losses are compared bit for bit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+
+from .common import report
+
+COLUMNS = ["run", "ranks", "params", "step_ms", "step_vs_dense", "allgather_MB/step", "bytes_vs_dense",
+           "payload/dense", "final_loss", "losses_bit_identical"]
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="nzdist bench deepspeed", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="configs/neuzip_zero.json")
+    p.add_argument("--nproc", type=int, default=2)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--d-model", type=int, default=256)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--out-dir", default="bench_results")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.worker:
+        return _worker(args)
+    import torch
+
+    env = dict(os.environ)
+    if not torch.cuda.is_available():
+        env.setdefault("DS_ACCELERATOR", "cpu")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.nproc), "--master_port",
+           str(_free_port()), "-m", "nzdist.bench.deepspeed", "--worker",
+           *[a for a in (argv if argv is not None else sys.argv[1:])]]
+    return subprocess.call(cmd, env=env)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _SentBytes:
+    """Bytes this rank hands to DeepSpeed's all-gather entry points (each call counted once)."""
+
+    def __init__(self):
+        import deepspeed.comm as dscomm
+        import deepspeed.comm.comm as dscomm_impl
+
+        self.bytes = 0
+        self._patched = []
+        # allgather_fn resolves all_gather_into_tensor / all_gather in comm.comm; other callers use the names
+        # re-exported by deepspeed.comm. Wrapping both bindings counts every call exactly once.
+        for module in {id(dscomm): dscomm, id(dscomm_impl): dscomm_impl}.values():
+            for name in ("all_gather_into_tensor", "all_gather"):
+                original = getattr(module, name)
+                setattr(module, name, self._counting(original, name))
+                self._patched.append((module, name, original))
+
+    def _counting(self, fn, name):
+        def wrapper(*args, **kwargs):
+            if name == "all_gather_into_tensor":
+                t = kwargs.get("input_tensor", args[1] if len(args) > 1 else None)
+            else:
+                t = kwargs.get("tensor", args[1] if len(args) > 1 else None)
+            if t is not None:
+                self.bytes += t.numel() * t.element_size()
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    def take(self) -> int:
+        b, self.bytes = self.bytes, 0
+        return b
+
+
+def _worker(args) -> int:
+    import torch.distributed as td
+
+    from nzdist.deepspeed.config import load_ds_config
+    from nzdist.launch.train import ModelConfig, build_model, dense_config, stdlib_bytes, train_deepspeed
+
+    cfg = load_ds_config(args.config)
+    if "neuzip" not in cfg:
+        raise SystemExit(f"{args.config} has no \"neuzip\" section to compare against")
+    model_cfg = ModelConfig(d_model=args.d_model, n_layer=args.layers, seq_len=args.seq_len)
+    n_params = sum(p.numel() for p in build_model(model_cfg, 0).parameters())
+    tokens = stdlib_bytes()
+    total = args.warmup + args.steps
+    import deepspeed  # noqa: F401  (deepspeed.comm must exist before counting)
+
+    counter = _SentBytes()
+    results = []
+    for name, config in (("zero3 dense", dense_config(cfg)), ("zero3 + nzdist", cfg),
+                         ("zero3 dense (again)", dense_config(cfg))):
+        counter.take()
+        r = train_deepspeed(config, total, model_cfg, tokens=tokens)
+        sent = counter.take()
+        results.append({"run": name, "losses": r["losses"], "times": r["step_times"][args.warmup:],
+                        "sent": sent / total, "comm": r["comm"]})
+    world = td.get_world_size()
+    gathered = [None] * world
+    td.all_gather_object(gathered, results)
+    if td.get_rank() != 0:
+        return 0
+    rows = []
+    base_ms = statistics.median(t for rank in gathered for t in rank[0]["times"]) * 1e3
+    base_bytes = sum(rank[0]["sent"] for rank in gathered) / world
+    for i, run in enumerate(results):
+        ms = statistics.median(t for rank in gathered for t in rank[i]["times"]) * 1e3
+        sent = sum(rank[i]["sent"] for rank in gathered) / world
+        c = run["comm"]
+        rows.append({"run": run["run"], "ranks": world, "params": n_params, "step_ms": ms,
+                     "step_vs_dense": ms / base_ms, "allgather_MB/step": sent / 1e6,
+                     "bytes_vs_dense": sent / base_bytes if base_bytes else float("nan"),
+                     "payload/dense": c["ratio"] if c["dense_bytes"] else "",
+                     "final_loss": run["losses"][-1],
+                     "losses_bit_identical": all(rank[i]["losses"] == rank[0]["losses"] for rank in gathered)})
+    report("deepspeed", rows, COLUMNS, out_dir=args.out_dir,
+           extra={"config": args.config, "model": vars(model_cfg), "steps": args.steps, "warmup": args.warmup,
+                  "per_rank": gathered})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
