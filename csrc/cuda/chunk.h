@@ -332,8 +332,9 @@ NZ_HD uint32_t decode_chunk(const PayloadCtx& px, const ChunkView& cv, uint32_t*
   int tix[NT] = {};
   uint64_t off = kChunkHeaderBytes;
   int t = 0;
-  for (int f = 0; f < fl.n; f++) {
-    if (!(mask >> f & 1)) continue;
+  NZ_UNROLL
+  for (int f = 0; f < NT; f++) {
+    if (f >= fl.n || !(mask >> f & 1)) continue;
     if (off + kFieldHeaderBytes > size) return kErrChunk;
     const uint32_t n_used = ld16(ch + off);
     nwords[f] = ld32(ch + off + 4);
@@ -346,14 +347,16 @@ NZ_HD uint32_t decode_chunk(const PayloadCtx& px, const ChunkView& cv, uint32_t*
     tix[f] = t++;
     off = align_up(table_end);
   }
-  for (int f = 0; f < fl.n; f++) {
-    if (mask >> f & 1) continue;
+  NZ_UNROLL
+  for (int f = 0; f < NT; f++) {
+    if (f >= fl.n || (mask >> f & 1)) continue;
     fdata[f] = ch + off;
     off += align_up(raw_field_bytes(fl.width[f], n_pad));
     if (off > size) return kErrChunk;
   }
-  for (int f = 0; f < fl.n; f++) {
-    if (!(mask >> f & 1)) continue;
+  NZ_UNROLL
+  for (int f = 0; f < NT; f++) {
+    if (f >= fl.n || !(mask >> f & 1)) continue;
     if (nwords[f] > size / 2) return kErrChunk;
     fdata[f] = ch + off;
     off += align_up(2 * uint64_t(nwords[f]));

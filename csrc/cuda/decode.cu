@@ -1,0 +1,78 @@
+// Batched decode: one launch for every chunk of every payload (e.g. all ranks' shards after an all-gather),
+// one warp per work item (one chunk when the host's grain equals chunk_elems). Decode tables live in shared
+// memory, renormalisation words are handed out in lane order with ballot + popc, the raw fields are merged in
+// the same pass and final values are stored straight into the destinations: no intermediate buffer, no host
+// synchronisation. The per-chunk code is chunk.h's, shared with the host tests.
+#include <cuda_runtime.h>
+
+#include "api.h"
+#include "chunk.h"
+
+namespace nz {
+namespace gpu {
+namespace {
+
+constexpr int kCrcEntries = 256;
+
+template <int NT>
+struct DecodeShape {
+  static constexpr int kWarps = NT <= 2 ? 4 : 2;  // 64 KiB of tables per block either way
+  static constexpr size_t kSmem = sizeof(uint32_t) * (kCrcEntries + size_t(kWarps) * NT * kProbScale);
+};
+
+template <int NT>
+__global__ void __launch_bounds__(DecodeShape<NT>::kWarps * 32)
+    decode_kernel(const DecodeJob* __restrict__ jobs, int n_jobs, uint64_t total_items, int verify) {
+  extern __shared__ uint32_t smem[];
+  uint32_t* crc_table = smem;
+  if (verify)
+    for (int i = threadIdx.x; i < kCrcEntries; i += blockDim.x) crc_table[i] = crc_table_entry(uint32_t(i));
+  __syncthreads();
+  const int warp = int(threadIdx.x >> 5);
+  const uint64_t item = uint64_t(blockIdx.x) * DecodeShape<NT>::kWarps + warp;
+  if (item >= total_items) return;
+  int lo = 0, hi = n_jobs - 1;  // last job whose first item is <= item
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (jobs[mid].first_item <= item)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  const DecodeJob job = jobs[lo];
+  decode_item<DeviceWarp, NT>(job, item - job.first_item, smem + kCrcEntries + size_t(warp) * NT * kProbScale,
+                              crc_table, verify != 0);
+}
+
+template <int NT>
+cudaError_t launch(const DecodeJob* jobs, int n_jobs, uint64_t total_items, int verify, cudaStream_t stream) {
+  using S = DecodeShape<NT>;
+  static const cudaError_t attr =
+      cudaFuncSetAttribute(decode_kernel<NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(S::kSmem));
+  if (attr != cudaSuccess) return attr;
+  const uint64_t blocks = (total_items + S::kWarps - 1) / S::kWarps;
+  if (blocks > 0x7FFFFFFFull) return cudaErrorInvalidValue;
+  decode_kernel<NT><<<unsigned(blocks), S::kWarps * 32, S::kSmem, stream>>>(jobs, n_jobs, total_items, verify);
+  return cudaGetLastError();
+}
+
+}  // namespace
+}  // namespace gpu
+}  // namespace nz
+
+extern "C" int nzg_decode_batch(const void* jobs_dev, int n_jobs, uint64_t total_items, int max_fields, int verify,
+                                void* stream) {
+  using namespace nz::gpu;
+  if (n_jobs <= 0 || total_items == 0) return 0;
+  const auto* jobs = static_cast<const DecodeJob*>(jobs_dev);
+  auto s = static_cast<cudaStream_t>(stream);
+  return int(max_fields <= 2 ? launch<2>(jobs, n_jobs, total_items, verify, s)
+                             : launch<4>(jobs, n_jobs, total_items, verify, s));
+}
+
+extern "C" const char* nzg_error_string(int code) { return cudaGetErrorString(cudaError_t(code)); }
+
+extern "C" int nzg_device_count() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
+}
