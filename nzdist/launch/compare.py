@@ -95,6 +95,31 @@ def _counting_all_gather_class():
     return CountingAllGather
 
 
+class BroadcastCounter:
+    """Counts ``torch.distributed.broadcast`` bytes while active: nzdist.fsdp sends a shard that outgrew its agreed
+    all-gather capacity raw by broadcast (a "spill"), which the all-gather counter cannot see. Plain FSDP2 issues
+    no broadcasts while training, so both runs are measured the same way."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.bytes = 0
+        self._saved = None
+
+    def __enter__(self):
+        self._saved = dist.broadcast
+
+        def counting_broadcast(tensor, *args, **kwargs):
+            self.calls += 1
+            self.bytes += tensor.numel() * tensor.element_size()
+            return self._saved(tensor, *args, **kwargs)
+
+        dist.broadcast = counting_broadcast
+        return self
+
+    def __exit__(self, *exc) -> None:
+        dist.broadcast = self._saved
+
+
 def install_wire_counter(model: torch.nn.Module):
     from torch.distributed.fsdp import FSDPModule
 
@@ -161,13 +186,14 @@ def local_params(model) -> dict:
     return out
 
 
-def train_run(kind: str, preset: Preset, mesh, tokens, rank: int, world: int, device: torch.device) -> tuple[dict, dict]:
+def train_run(kind: str, preset: Preset, mesh, tokens, rank: int, world: int,
+              device: torch.device) -> tuple[dict, dict]:
     """Build, shard and train one run; returns (this rank's record, this rank's final parameter shards)."""
     from tqdm import tqdm
 
     import nzdist
 
-    from .train import ModelConfig, batch_for_step, build_model
+    from .train import ModelConfig, build_model
 
     cfg = ModelConfig(d_model=preset.d_model, n_layer=preset.n_layer, n_head=preset.n_head, seq_len=preset.seq_len)
     model = build_model(cfg, preset.seed).to(dtype=_dtype(preset.dtype), device=device)
@@ -183,6 +209,24 @@ def train_run(kind: str, preset: Preset, mesh, tokens, rank: int, world: int, de
     bar = tqdm(range(preset.steps), desc=f"{kind:>6}", unit="step", disable=rank != 0, dynamic_ncols=True,
                file=sys.stderr)
     t_run = time.perf_counter()
+    spills = BroadcastCounter()
+    with spills:
+        _train_steps(model, opt, bar, tokens, preset, cfg, rank, world, device, losses, times)
+    record = {"losses": losses, "loss_hex": [v.hex() for v in losses], "step_times": times,
+              "wall_s": time.perf_counter() - t_run, "memory": memory_of(model, opt),
+              "comm_stats": nzdist.comm_stats(reset=True).as_dict(),
+              "wire": {"all_gathers": wire.calls, "bytes": wire.bytes, "broadcasts": spills.calls,
+                       "broadcast_bytes": spills.bytes},
+              "peak_device_bytes": torch.cuda.max_memory_allocated() if cuda else None}
+    params = local_params(model)
+    del model, opt
+    gc.collect()
+    return record, params
+
+
+def _train_steps(model, opt, bar, tokens, preset, cfg, rank, world, device, losses, times) -> None:
+    from .train import batch_for_step
+
     for step in bar:
         x, y = batch_for_step(tokens, step, preset.batch, cfg.seq_len, rank, world, preset.seed)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -196,15 +240,6 @@ def train_run(kind: str, preset: Preset, mesh, tokens, rank: int, world: int, de
         losses.append(value)
         bar.set_postfix(loss=f"{value:.4f}")
     bar.close()
-    record = {"losses": losses, "loss_hex": [v.hex() for v in losses], "step_times": times,
-              "wall_s": time.perf_counter() - t_run, "memory": memory_of(model, opt),
-              "comm_stats": nzdist.comm_stats(reset=True).as_dict(),
-              "wire": {"all_gathers": wire.calls, "bytes": wire.bytes},
-              "peak_device_bytes": torch.cuda.max_memory_allocated() if cuda else None}
-    params = local_params(model)
-    del model, opt
-    gc.collect()
-    return record, params
 
 
 def same_bits(a: dict, b: dict) -> list[str]:

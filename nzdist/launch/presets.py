@@ -62,7 +62,8 @@ class Preset:
             need(isinstance(value, int) and not isinstance(value, bool) and value >= 0, knob, "an integer >= 0")
         need(self.device in ("auto", "cpu", "cuda"), "device", "'auto', 'cpu' or 'cuda'")
         need(self.dtype in _DTYPES, "dtype", f"one of {_DTYPES}")
-        need(self.mp_param_dtype is None or self.mp_param_dtype in _DTYPES, "mp_param_dtype", f"null or one of {_DTYPES}")
+        need(self.mp_param_dtype is None or self.mp_param_dtype in _DTYPES, "mp_param_dtype",
+             f"null or one of {_DTYPES}")
         need(self.d_model % self.n_head == 0, "d_model", f"a multiple of n_head={self.n_head}")
         need(self.codec == "lossless", "codec", "'lossless' (trained weights change every step; lossy re-rounds)")
         need(isinstance(self.lr, (int, float)) and self.lr > 0, "lr", "a number > 0")
@@ -89,7 +90,8 @@ def preset_path(name_or_path: str) -> str:
         if not os.path.isfile(name_or_path):
             raise PresetError(f"preset file {name_or_path!r} does not exist")
         return name_or_path
-    raise PresetError(f"unknown preset {name_or_path!r}: expected one of {', '.join(PRESETS)} or a path to a .json file")
+    raise PresetError(f"unknown preset {name_or_path!r}: expected one of {', '.join(PRESETS)} "
+                      "or a path to a .json file")
 
 
 def load_preset(name_or_path: str, overrides: dict | None = None) -> Preset:

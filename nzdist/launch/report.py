@@ -51,6 +51,8 @@ def build_results(preset: dict, env: dict, ranks: list[dict]) -> dict:
             "param_bytes": [rec["memory"]["param_bytes"] for rec in recs],
             "state_bytes": [rec["memory"]["state_bytes"] for rec in recs],
             "wire_bytes": [rec["wire"]["bytes"] for rec in recs],
+            "spill_bytes": [rec["wire"].get("broadcast_bytes", 0) for rec in recs],
+            "spills": [rec["wire"].get("broadcasts", 0) for rec in recs],
             "all_gathers": [rec["wire"]["all_gathers"] for rec in recs],
             "peak_device_bytes": [rec.get("peak_device_bytes") for rec in recs],
         }
@@ -60,7 +62,10 @@ def build_results(preset: dict, env: dict, ranks: list[dict]) -> dict:
         "param_bytes": _ratio(sum(cand["param_bytes"]), sum(base["param_bytes"])),
         "state_bytes": _ratio(sum(cand["state_bytes"]), sum(base["state_bytes"])),
         "all_gather_wire_bytes": _ratio(sum(cand["wire_bytes"]), sum(base["wire_bytes"])),
-        "all_gather_payload_vs_dense": _ratio(sum(c["payload_bytes"] for c in comm), sum(c["dense_bytes"] for c in comm)),
+        "all_gather_plus_spill_bytes": _ratio(sum(cand["wire_bytes"]) + sum(cand["spill_bytes"]),
+                                              sum(base["wire_bytes"]) + sum(base["spill_bytes"])),
+        "all_gather_payload_vs_dense": _ratio(sum(c["payload_bytes"] for c in comm),
+                                              sum(c["dense_bytes"] for c in comm)),
         "median_step_time": _ratio(cand["median_step_s"], base["median_step_s"]),
     }
     return {
@@ -84,15 +89,18 @@ def _mib(n: float) -> str:
 
 
 def format_report(results: dict, paths: dict | None = None) -> str:
-    p, env, s, ratios, same = results["preset"], results["env"], results["summary"], results["ratios"], results["identical"]
+    p, env, s = results["preset"], results["env"], results["summary"]
+    ratios, same = results["ratios"], results["identical"]
     base, cand = s[BASELINE], s[CANDIDATE]
     world = env["world_size"]
     lines = [
-        f"nzdist main job -- preset {p['name']}: {world} rank(s), {env['device']}/{env['backend']}, torch {env['torch']}"
+        f"nzdist main job -- preset {p['name']}: {world} rank(s), {env['device']}/{env['backend']}, "
+        f"torch {env['torch']}"
         + (f", {env['gpu']}" if env.get("gpu") else ""),
         f"  model d_model={p['d_model']} layers={p['n_layer']} heads={p['n_head']} seq={p['seq_len']} {p['dtype']}; "
         f"{p['steps']} steps x {p['batch']} seqs/rank; runs: plain torch FSDP2 fully_shard, then nzdist.fsdp "
-        f"(lossless, chunk {p['chunk_elems']}, optimizer state {'compressed' if p['compress_optimizer_state'] else 'dense'})",
+        f"(lossless, chunk {p['chunk_elems']}, "
+        f"optimizer state {'compressed' if p['compress_optimizer_state'] else 'dense'})",
         "",
         "loss per step (mean over ranks)",
         f"  {'step':>5} {BASELINE:>12} {CANDIDATE:>12}",
@@ -116,6 +124,9 @@ def format_report(results: dict, paths: dict | None = None) -> str:
     lines += ["", f"per rank{'':20} {BASELINE:>14} {CANDIDATE:>14}   {CANDIDATE}/{BASELINE}"]
     rows = [("parameters resident", "param_bytes"), ("optimizer state", "state_bytes"),
             ("all-gather bytes sent", "wire_bytes")]
+    spilled = any(base["spills"]) or any(cand["spills"])
+    if spilled:  # shards that outgrew their all-gather capacity travelled raw by broadcast
+        rows.append(("spill broadcast bytes", "spill_bytes"))
     if any(v is not None for v in base["peak_device_bytes"]):
         rows.append(("peak device memory", "peak_device_bytes"))
     for r in range(world):
@@ -124,6 +135,8 @@ def format_report(results: dict, paths: dict | None = None) -> str:
             lines.append(f"  rank {r} {label:<20} {_mib(a)} {_mib(b)}   {_ratio(b, a):8.4f}")
     for r in range(world):
         lines.append(f"  rank {r} {'all-gathers':<20} {base['all_gathers'][r]:14d} {cand['all_gathers'][r]:14d}")
+        if spilled:
+            lines.append(f"  rank {r} {'spill broadcasts':<20} {base['spills'][r]:14d} {cand['spills'][r]:14d}")
     lines += [
         f"  {'median step time':<27} {base['median_step_s'] * 1e3:11.1f} ms {cand['median_step_s'] * 1e3:11.1f} ms"
         f"   {ratios['median_step_time']:8.4f}",
@@ -132,6 +145,8 @@ def format_report(results: dict, paths: dict | None = None) -> str:
         "ratios nzdist/plain over all ranks (< 1: nzdist holds or sends less): "
         f"parameters {ratios['param_bytes']:.4f}, optimizer state {ratios['state_bytes']:.4f}, "
         f"all-gather bytes {ratios['all_gather_wire_bytes']:.4f} "
+        + (f"(with spill broadcasts {ratios['all_gather_plus_spill_bytes']:.4f}) " if spilled else "")
+        +
         f"(nzdist.comm_stats payload/dense {ratios['all_gather_payload_vs_dense']:.4f}), "
         f"step time {ratios['median_step_time']:.3f}x",
         "  (weights are random-init and trained only briefly; trained bf16 weights compress to ~10.6 bits, and the "
