@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 
 import nzdist
 
@@ -32,11 +33,19 @@ class SaveResult:
 
 
 @contextmanager
-def _quiet_single_process():
+def _dcp_call():
     # DCP warns on every call outside torch.distributed; plain use is a supported mode here, not an accident.
+    # DCP also wraps every rank's error in CheckpointException, a BaseException that `except Exception` misses:
+    # re-raise the lowest rank's own error (ChecksumError naming a file, FileExistsError, ...) instead.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch.distributed is (disabled|unavailable).*")
-        yield
+        try:
+            yield
+        except CheckpointException as e:
+            failures = sorted(e.failures.items())
+            if failures and isinstance(failures[0][1][0], Exception):
+                raise failures[0][1][0] from e
+            raise
 
 
 def save(state_dict: dict, path: str | os.PathLike, codec=None, previous: str | os.PathLike | None = None, *,
@@ -52,7 +61,7 @@ def save(state_dict: dict, path: str | os.PathLike, codec=None, previous: str | 
     """
     writer = NzdistStorageWriter(path, codec=codec or nzdist.Lossless(), previous=previous,
                                  full_every=full_every, overwrite=overwrite)
-    with _quiet_single_process():
+    with _dcp_call():
         md = dcp.save(state_dict, storage_writer=writer, process_group=process_group)
     recs = md.storage_data.values()
     kind = "delta" if any(r.encoding in ("dx", "qd", "same") for r in recs) else "full"
@@ -67,7 +76,7 @@ def load(state_dict: dict, path: str | os.PathLike, *, process_group=None) -> di
     >>> nzdist.checkpoint.load(sd, "ckpt/step100"); model.load_state_dict(sd["model"])
     """
     read_metadata(path)  # a missing or corrupt checkpoint fails here with a clear error, on every rank alike
-    with _quiet_single_process():
+    with _dcp_call():
         dcp.load(state_dict, storage_reader=NzdistStorageReader(path), process_group=process_group)
     return state_dict
 

@@ -41,13 +41,13 @@ class Quantized:
 
     ``weight_bits``/``exp_avg_bits``: bits of the block-wise uniform quantiser (step = block absmax /
     (2^(bits-1)-1)); ``exp_avg_sq_steps_per_octave``: resolution of the log-domain quantiser for Adam's second
-    moment (2 → relative error ≤ 2^(1/4)-1 ≈ 19% in v, ≤ 9% in sqrt(v)). Tensors are classified by name:
+    moment (1 → v within a factor 2^(1/2), sqrt(v) within 2^(1/4) ≈ ±19%). Tensors are classified by name:
     ``*exp_avg_sq`` → second moment, ``*exp_avg`` → first moment, other floats → weights.
     """
 
-    weight_bits: int = 8
-    exp_avg_bits: int = 4
-    exp_avg_sq_steps_per_octave: int = 2
+    weight_bits: int = 6
+    exp_avg_bits: int = 3
+    exp_avg_sq_steps_per_octave: int = 1
     block_size: int = 256
 
     def __post_init__(self) -> None:

@@ -1,9 +1,9 @@
 """Run under torchrun (gloo, CPU): FSDP2 model + AdamW saved with nzdist.checkpoint on one world size and loaded
 on another. ``save OUT``: train, save full checkpoint OUT/a, train more, save delta OUT/b (previous=a), and
-write the full (unsharded) reference states of both to OUT/ref_{a,b}.pt. ``load OUT NAME``: build the same
-model on this world size, load OUT/NAME, and compare the unsharded states with OUT/ref_NAME.pt bit for bit."""
+write the full (unsharded) reference states of both to OUT/ref_{a,b}.pt. ``load OUT NAME...``: build the same
+model on this world size, load each OUT/NAME, and compare the unsharded states with OUT/ref_NAME.pt bit for bit."""
 
-import os
+import copy
 import sys
 
 import torch
@@ -37,7 +37,9 @@ def train(model, opt, steps, seed):
 
 
 def full_state(model, opt):
-    return get_state_dict(model, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    # Deep copy: the optimizer's "step" tensors come back by reference and later steps would change them.
+    sd = get_state_dict(model, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return copy.deepcopy(sd)
 
 
 def flat(d, prefix=""):
@@ -53,11 +55,32 @@ def flat(d, prefix=""):
     return out
 
 
+def check_load(out, name):
+    model, opt = build()
+    train(model, opt, 1, seed=9)  # different values, and optimizer state exists to load into
+    msd, osd = get_state_dict(model, opt)
+    sd = {"model": msd, "optim": osd}
+    ckpt.load(sd, f"{out}/{name}")
+    set_state_dict(model, opt, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
+    got = flat(dict(zip(("model", "optim"), full_state(model, opt))))
+    if dist.get_rank() == 0:
+        ref = flat(dict(zip(("model", "optim"), torch.load(f"{out}/ref_{name}.pt", weights_only=False))))
+        assert got.keys() == ref.keys(), (sorted(got), sorted(ref))
+        for k in ref:
+            a, b = got[k], ref[k]
+            if isinstance(b, torch.Tensor):
+                assert a.dtype == b.dtype and torch.equal(a.view(-1).view(torch.uint8),
+                                                          b.view(-1).view(torch.uint8)), k
+            else:
+                assert a == b, (k, a, b)
+        print(f"OK world={dist.get_world_size()} {name}: {len(ref)} entries bit-identical", flush=True)
+
+
 def main():
     dist.init_process_group("gloo")
     mode, out = sys.argv[1], sys.argv[2]
-    model, opt = build()
     if mode == "save":
+        model, opt = build()
         train(model, opt, 3, seed=1)
         msd, osd = get_state_dict(model, opt)
         ckpt.save({"model": msd, "optim": osd}, f"{out}/a")
@@ -71,24 +94,8 @@ def main():
             torch.save(ref_a, f"{out}/ref_a.pt")
             torch.save(ref_b, f"{out}/ref_b.pt")
     else:
-        name = sys.argv[3]
-        train(model, opt, 1, seed=9)  # different values, and optimizer state exists to load into
-        msd, osd = get_state_dict(model, opt)
-        sd = {"model": msd, "optim": osd}
-        ckpt.load(sd, f"{out}/{name}")
-        set_state_dict(model, opt, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
-        got = flat(dict(zip(("model", "optim"), full_state(model, opt))))
-        if dist.get_rank() == 0:
-            ref = flat(dict(zip(("model", "optim"), torch.load(f"{out}/ref_{name}.pt", weights_only=False))))
-            assert got.keys() == ref.keys(), (sorted(got), sorted(ref))
-            for k in ref:
-                a, b = got[k], ref[k]
-                if isinstance(b, torch.Tensor):
-                    assert a.dtype == b.dtype and torch.equal(a.view(-1).view(torch.uint8),
-                                                              b.view(-1).view(torch.uint8)), k
-                else:
-                    assert a == b, (k, a, b)
-            print(f"OK world={dist.get_world_size()} {name}: {len(ref)} entries bit-identical", flush=True)
+        for name in sys.argv[3:]:
+            check_load(out, name)
     dist.barrier()
     dist.destroy_process_group()
 
