@@ -4,8 +4,10 @@ same DeepSpeed config without ``"neuzip"``, trained in the same processes on the
     nzdist bench deepspeed                          # 2 ranks via torchrun (DS_ACCELERATOR=cpu without a GPU)
     nzdist bench deepspeed --nproc 8 --d-model 1024 --layers 8 --steps 30
 
-Every rank trains the dense engine, then the nzdist engine, then the dense one again (so drift in machine load
-shows up as a difference between the two dense rows). All-gather bytes are counted where DeepSpeed hands
+Every rank trains the dense engine, then the nzdist engine, the nzdist engine with ``compress_at_rest`` (bf16
+partitions kept only as payloads between uses), then the dense one again (so drift in machine load shows up as
+a difference between the two dense rows). ``lp_partitions_MB/rank``: bytes of low-precision (bf16) partitions
+a rank holds between steps, payloads included. All-gather bytes are counted where DeepSpeed hands
 tensors to torch.distributed (``deepspeed.comm.all_gather_into_tensor`` / ``all_gather``): bytes this rank
 sends, per training step, including nzdist's payload-size exchange. Step time is the median over the steps
 after ``--warmup``. Losses are compared bit for bit.
@@ -22,7 +24,7 @@ import sys
 from .common import report
 
 COLUMNS = ["run", "ranks", "params", "step_ms", "step_vs_dense", "allgather_MB/step", "bytes_vs_dense",
-           "payload/dense", "final_loss", "losses_bit_identical"]
+           "payload/dense", "lp_partitions_MB/rank", "final_loss", "losses_bit_identical"]
 
 
 def parse_args(argv):
@@ -49,6 +51,8 @@ def main(argv=None) -> int:
     env = dict(os.environ)
     if not torch.cuda.is_available():
         env.setdefault("DS_ACCELERATOR", "cpu")
+    # Ranks share the host's cores: give each its share of codec threads instead of all of them.
+    env.setdefault("NZDIST_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.nproc), "--master_port",
            str(_free_port()), "-m", "nzdist.bench.deepspeed", "--worker",
            *[a for a in (argv if argv is not None else sys.argv[1:])]]
@@ -97,6 +101,11 @@ class _SentBytes:
         return b
 
 
+def _lp_bytes(memory, dense_lp: int) -> int:
+    # Partitions below min_numel stay dense and are not counted on either side.
+    return dense_lp if memory is None else memory["resident_bytes"]
+
+
 def _worker(args) -> int:
     import torch.distributed as td
 
@@ -114,19 +123,21 @@ def _worker(args) -> int:
 
     counter = _SentBytes()
     results = []
+    at_rest = {**cfg, "neuzip": {**cfg["neuzip"], "compress_at_rest": True}}
     for name, config in (("zero3 dense", dense_config(cfg)), ("zero3 + nzdist", cfg),
-                         ("zero3 dense (again)", dense_config(cfg))):
+                         ("zero3 + nzdist at rest", at_rest), ("zero3 dense (again)", dense_config(cfg))):
         counter.take()
         r = train_deepspeed(config, total, model_cfg, tokens=tokens)
         sent = counter.take()
         results.append({"run": name, "losses": r["losses"], "times": r["step_times"][args.warmup:],
-                        "sent": sent / total, "comm": r["comm"]})
+                        "sent": sent / total, "comm": r["comm"], "memory": r["memory"]})
     world = td.get_world_size()
     gathered = [None] * world
     td.all_gather_object(gathered, results)
     if td.get_rank() != 0:
         return 0
     rows = []
+    dense_lp = next(r["memory"]["partition_bytes"] for r in results if r["memory"])  # same model, same split
     base_ms = statistics.median(t for rank in gathered for t in rank[0]["times"]) * 1e3
     base_bytes = sum(rank[0]["sent"] for rank in gathered) / world
     for i, run in enumerate(results):
@@ -137,6 +148,7 @@ def _worker(args) -> int:
                      "step_vs_dense": ms / base_ms, "allgather_MB/step": sent / 1e6,
                      "bytes_vs_dense": sent / base_bytes if base_bytes else float("nan"),
                      "payload/dense": c["ratio"] if c["dense_bytes"] else "",
+                     "lp_partitions_MB/rank": _lp_bytes(run["memory"], dense_lp) / 1e6,
                      "final_loss": run["losses"][-1],
                      "losses_bit_identical": all(rank[i]["losses"] == rank[0]["losses"] for rank in gathered)})
     report("deepspeed", rows, COLUMNS, out_dir=args.out_dir,

@@ -6,7 +6,7 @@ Importing this package does not import DeepSpeed; ``initialize`` does.
 """
 
 from .config import NeuzipConfig, NeuzipConfigError, parse
-from .initialize import initialize
+from .initialize import initialize, patch_deepspeed
 
 # DeepSpeed versions the tests in tests/deepspeed pass on (the internals hooked: Init's per-parameter
 # all_gather_coalesced/all_gather/partition closures, Stage3's _reassign_or_swap_out_partitioned_parameters).
@@ -18,4 +18,5 @@ def memory_report(engine) -> dict:
     return engine.neuzip.memory_report()
 
 
-__all__ = ["initialize", "NeuzipConfig", "NeuzipConfigError", "parse", "memory_report", "SUPPORTED_DEEPSPEED"]
+__all__ = ["initialize", "patch_deepspeed", "NeuzipConfig", "NeuzipConfigError", "parse", "memory_report",
+           "SUPPORTED_DEEPSPEED"]

@@ -43,13 +43,11 @@ def initialize(
     compressed all-gather into the engine's ZeRO-3 parameters (``engine.neuzip`` holds their compressed
     partitions). Collective: every rank calls it, as with ``deepspeed.initialize``.
     """
-    import deepspeed
-
     source = _config_source(args, config, config_params)
     neuzip = parse(load_ds_config(source)) if source is not None else None
     checkpoint_engine_cls = _checkpoint_engine_class(neuzip) if neuzip is not None else None
 
-    result = deepspeed.initialize(args=args, model=model, optimizer=optimizer, model_parameters=model_parameters,
+    result = _deepspeed_initialize()(args=args, model=model, optimizer=optimizer, model_parameters=model_parameters,
                                   training_data=training_data, lr_scheduler=lr_scheduler,
                                   distributed_port=distributed_port, mpu=mpu,
                                   dist_init_required=dist_init_required, collate_fn=collate_fn, config=config,
@@ -65,6 +63,28 @@ def initialize(
         if checkpoint_engine_cls is not None:
             engine.checkpoint_engine = _make_checkpoint_engine(checkpoint_engine_cls, engine, neuzip)
     return result
+
+
+_original_initialize = None  # deepspeed.initialize as it was before patch_deepspeed()
+
+
+def patch_deepspeed() -> None:
+    """Make ``deepspeed.initialize`` this function, for callers that look it up at call time (accelerate,
+    hence ``transformers.Trainer``): ``nzdist.deepspeed.patch_deepspeed()`` before ``Trainer(...)``."""
+    import deepspeed
+
+    global _original_initialize
+    if deepspeed.initialize is not initialize:
+        _original_initialize = deepspeed.initialize
+        deepspeed.initialize = initialize
+
+
+def _deepspeed_initialize():
+    import deepspeed
+
+    if deepspeed.initialize is initialize:  # patched: call the one it replaced, not ourselves
+        return _original_initialize
+    return deepspeed.initialize
 
 
 def _config_source(args, config, config_params):

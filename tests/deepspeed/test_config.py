@@ -5,6 +5,7 @@ import copy
 import inspect
 import json
 import os
+import sys
 
 import pytest
 import torch
@@ -123,3 +124,22 @@ def test_signature_matches_deepspeed_initialize():
     ours, theirs = inspect.signature(initialize), inspect.signature(deepspeed.initialize)
     assert [(p.name, p.kind, p.default) for p in ours.parameters.values()] == \
         [(p.name, p.kind, p.default) for p in theirs.parameters.values()]
+
+
+def test_patch_deepspeed_routes_through_nzdist_without_recursion(monkeypatch):
+    deepspeed = pytest.importorskip("deepspeed")
+    from nzdist.deepspeed import patch_deepspeed
+
+    init_module = sys.modules["nzdist.deepspeed.initialize"]  # the attribute of that name is the function
+
+    calls = []
+    monkeypatch.setattr(deepspeed, "initialize", lambda **kw: calls.append(kw) or ("engine", None, None, None))
+    monkeypatch.setattr(init_module, "_original_initialize", None)
+    patch_deepspeed()
+    assert deepspeed.initialize is initialize
+    with pytest.raises(NeuzipConfigError, match="brotli"):  # callers of deepspeed.initialize get validation
+        deepspeed.initialize(model=torch.nn.Linear(4, 4), config=_config(codec="brotli"))
+    cfg = _config()
+    del cfg["neuzip"]  # no section: the original initialize runs, with the arguments unchanged
+    assert deepspeed.initialize(model="m", config=cfg)[0] == "engine"
+    assert calls and calls[0]["model"] == "m" and calls[0]["config"] is cfg
