@@ -714,6 +714,7 @@ NZ_HD void encode_chunk(const EncodeCfg& cfg, const uint8_t* src, const float* n
           if (l == 0) fc[top] += uint32_t(diff);
         });
         W::sync();
+        diff = 0;
       }
       while (diff < 0) {  // take from the largest frequency (lowest symbol on ties), never below 1
         W::each([&](int l) {

@@ -21,18 +21,36 @@ FULL_MANTISSA = {torch.bfloat16: 7, torch.float16: 10, torch.float32: 23}
 MAX_FIELDS = {torch.bfloat16: 2, torch.float16: 2, torch.float32: 4}
 
 
-def build() -> ctypes.CDLL:
+def asan_runtime() -> str | None:
+    """Path of the compiler's AddressSanitizer runtime (to LD_PRELOAD into a child Python), or None."""
+    cxx = os.environ.get("CXX") or shutil.which("g++")
+    if cxx is None:
+        return None
+    try:
+        path = subprocess.run([cxx, "-print-file-name=libasan.so"], capture_output=True, text=True,
+                              timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return path if path and os.path.isabs(path) and os.path.exists(path) else None
+
+
+def build_asan() -> ctypes.CDLL:
+    """The same library with AddressSanitizer: out-of-bounds accesses abort the process."""
+    return build(extra=("-fsanitize=address", "-fno-omit-frame-pointer"), tag="asan")
+
+
+def build(extra: tuple[str, ...] = (), tag: str = "") -> ctypes.CDLL:
     """Compile host_sim.cpp once per source hash (cached in the temp dir) and load it."""
     cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if cxx is None:
         raise RuntimeError("no C++ compiler found to build csrc/cuda/host_sim.cpp")
     sources = [CUDA_SRC / "host_sim.cpp", CUDA_SRC / "chunk.h", CUDA_SRC / "simt.h", ROOT / "csrc" / "format.h"]
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
-    lib = Path(tempfile.gettempdir()) / f"nzdist_host_sim_{digest}.so"
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources) + " ".join(extra).encode()).hexdigest()[:16]
+    lib = Path(tempfile.gettempdir()) / f"nzdist_host_sim_{tag}{digest}.so"
     if not lib.exists():
         tmp = lib.with_suffix(f".{os.getpid()}.tmp")
         # -ffp-contract=off: the CPU codec is built in ISO C++ mode, which does not fuse multiply-adds either.
-        subprocess.run([cxx, "-std=c++17", "-O2", "-ffp-contract=off", "-fPIC", "-shared", "-o", str(tmp),
+        subprocess.run([cxx, "-std=c++17", "-O2", "-ffp-contract=off", "-fPIC", "-shared", *extra, "-o", str(tmp),
                         str(CUDA_SRC / "host_sim.cpp")], check=True, timeout=300)
         os.replace(tmp, lib)
     so = ctypes.CDLL(str(lib))

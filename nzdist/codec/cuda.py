@@ -1,0 +1,157 @@
+"""The GPU codec (csrc/cuda, extension ``nzdist._cuda``): compress and decompress CUDA tensors on the current
+torch CUDA stream, producing and reading the same bytes as the CPU codec.
+
+>>> payload = cuda.compress(w)                                  # w: CUDA bf16/fp16/fp32 tensor
+>>> errors = cuda.decompress_batch([payload], [out])            # queued on the stream, no host sync
+>>> cuda.raise_on_errors(errors)                                # optional, syncs: FormatError if corrupt
+
+Decode is asynchronous: corrupt payloads never cause out-of-bounds reads or writes; they set a per-payload
+error word on the device, which ``decompress_batch(check=True)`` (the default) reads back and raises on.
+Encode synchronises once (the payload's size decides its allocation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .config import DEFAULT_CHUNK_ELEMS, MANTISSA_BITS
+from .dtypes import dtype_code
+from .errors import FormatError
+
+# Fields per element when lossless (the most a payload of that dtype can have): decode tables per warp.
+_MAX_FIELDS = {torch.bfloat16: 2, torch.float16: 2, torch.float32: 4}
+_JOB_WORDS = 8  # nz::gpu::DecodeJob, csrc/cuda/chunk.h
+_ERROR_BITS = {1: "malformed header", 2: "header disagrees with the destination's dtype/size",
+               4: "normaliser section or chunk index out of bounds", 8: "chunk layout inconsistent",
+               16: "bad frequency table", 32: "entropy-coded stream corrupted", 64: "block normaliser out of range",
+               128: "checksum mismatch"}
+_NAN_LOSSY = 256
+
+try:
+    from .. import _cuda as _ext
+except ImportError:  # built without CUDA
+    _ext = None
+
+
+def available() -> bool:
+    """True when the CUDA kernels are built and a GPU is usable."""
+    return _ext is not None and torch.cuda.is_available() and _ext.device_count() > 0
+
+
+def _require() -> None:
+    if _ext is None:
+        raise RuntimeError("nzdist was built without its CUDA kernels (nvcc missing at install time); "
+                           "reinstall with NZDIST_CUDA=1 and the CUDA toolkit on PATH")
+    if not torch.cuda.is_available():
+        raise RuntimeError("nzdist CUDA codec: no CUDA device available")
+
+
+def _stream(device: torch.device) -> int:
+    return torch.cuda.current_stream(device).cuda_stream
+
+
+def compress(tensor: torch.Tensor, keep_bits: int | None = None, block_size: int = 0,
+             chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> torch.Tensor:
+    """Encode a CUDA tensor into a 1-D uint8 CUDA payload, byte-identical to the CPU codec's for the same
+    parameters. ``keep_bits``: mantissa bits kept (None = all = lossless); ``block_size`` > 0 enables the lossy
+    block normaliser. Synchronises the current stream once, to size the payload."""
+    _require()
+    if not isinstance(tensor, torch.Tensor) or tensor.device.type != "cuda":
+        raise TypeError("nzdist.codec.cuda.compress expects a CUDA tensor")
+    code = dtype_code(tensor.dtype)
+    full = MANTISSA_BITS[tensor.dtype]
+    keep = full if keep_bits is None or keep_bits < 0 else int(keep_bits)
+    if keep > full:
+        raise ValueError(f"keep_bits={keep} exceeds the {full} mantissa bits of {tensor.dtype}")
+    src = tensor.detach().contiguous()
+    shape = list(src.shape)
+    numel = src.numel()
+    plan = _ext.encode_plan(numel, len(shape), code, keep, int(block_size), int(chunk_elems))
+    with torch.cuda.device(src.device):
+        stream = _stream(src.device)
+        ws = torch.empty(plan["workspace_bytes"], dtype=torch.uint8, device=src.device)
+        _ext.encode_stage(src.data_ptr(), numel, shape, code, keep, int(block_size), int(chunk_elems),
+                          ws.data_ptr(), stream)
+        off = plan["status_off"]
+        status = ws[off:off + _ext.STATUS_BYTES].cpu()  # the one synchronisation
+        total = int(status[:8].view(torch.int64).item())
+        err = int(status[36:40].view(torch.int32).item())  # api.h: status block
+        if err & _NAN_LOSSY:
+            raise ValueError("nzdist: NaN cannot be stored with Lossy(mantissa_bits=0); use mantissa_bits >= 1")
+        if err:
+            raise RuntimeError(f"nzdist CUDA encode failed (error bits {err:#x})")
+        out = torch.empty(total, dtype=torch.uint8, device=src.device)
+        _ext.encode_write(src.data_ptr(), numel, shape, code, keep, int(block_size), int(chunk_elems),
+                          ws.data_ptr(), out.data_ptr(), total, stream)
+    return out
+
+
+def decompress_batch(payloads: Sequence[torch.Tensor], outs: Sequence[torch.Tensor], *,
+                     chunk_elems: int | Sequence[int] = DEFAULT_CHUNK_ELEMS, verify: bool = False,
+                     check: bool = True) -> torch.Tensor:
+    """Decode every payload into its ``out`` (CUDA tensor of the payload's shape and dtype) in one kernel launch.
+
+    ``payloads``: 1-D uint8 CUDA tensors (e.g. views of an all-gather output, one per rank); each must hold a
+    whole payload at its start (trailing bytes are fine). ``chunk_elems``: the chunk size the payloads were
+    encoded with, used only to size the launch (a wrong value costs speed, never correctness). ``verify``: also
+    check every CRC32C. Returns the per-payload int32 error words (device); with ``check`` it synchronises and
+    raises ``FormatError`` if any is nonzero.
+    """
+    _require()
+    if len(payloads) != len(outs):
+        raise ValueError(f"{len(payloads)} payloads but {len(outs)} outputs")
+    if not payloads:
+        return torch.zeros(0, dtype=torch.int32)
+    device = outs[0].device
+    grains = [int(chunk_elems)] * len(payloads) if isinstance(chunk_elems, int) else [int(c) for c in chunk_elems]
+    if len(grains) != len(payloads):
+        raise ValueError("chunk_elems must be an int or one value per payload")
+    targets, copies, keep_alive = [], [], []
+    for p, o in zip(payloads, outs):
+        if p.dtype != torch.uint8 or p.dim() != 1 or p.device != device or o.device != device:
+            raise ValueError("payloads must be 1-D uint8 tensors on the same CUDA device as the outputs")
+        dtype_code(o.dtype)
+        if p.data_ptr() % 16 or not p.is_contiguous():  # the kernels use aligned loads
+            p = p.contiguous().clone()
+        keep_alive.append(p)
+        if o.is_contiguous():
+            targets.append(o)
+        else:
+            t = torch.empty(o.shape, dtype=o.dtype, device=device)
+            targets.append(t)
+            copies.append((o, t))
+    with torch.cuda.device(device):
+        errors = torch.zeros(len(payloads), dtype=torch.int32, device=device)
+        rows, first = [], 0
+        for i, (p, t, g) in enumerate(zip(keep_alive, targets, grains)):
+            if g <= 0:
+                raise ValueError(f"chunk_elems must be positive, got {g}")
+            items = 1 if t.numel() == 0 else -(-t.numel() // g)
+            rows.append([p.data_ptr(), p.numel(), t.data_ptr(), t.numel(), first,
+                         g | (dtype_code(t.dtype) << 32), errors.data_ptr() + 4 * i, 0])
+            first += items
+        jobs = torch.tensor(rows, dtype=torch.int64).pin_memory().to(device, non_blocking=True)
+        max_fields = max(_MAX_FIELDS[t.dtype] for t in targets)
+        _ext.decode_batch(jobs.data_ptr(), len(rows), first, max_fields, bool(verify), _stream(device))
+        for o, t in copies:
+            o.copy_(t)
+    if check:
+        raise_on_errors(errors)
+    return errors
+
+
+def decompress(payload: torch.Tensor, out: torch.Tensor, **kwargs) -> torch.Tensor:
+    """Decode one payload into ``out``; returns ``out``. Keyword arguments as for decompress_batch."""
+    decompress_batch([payload], [out], **kwargs)
+    return out
+
+
+def raise_on_errors(errors: torch.Tensor) -> None:
+    """Synchronise and raise FormatError naming each corrupt payload of a decompress_batch call."""
+    host = errors.cpu().tolist()
+    bad = [(i, e) for i, e in enumerate(host) if e]
+    if bad:
+        desc = "; ".join(f"payload {i}: " + ", ".join(v for k, v in _ERROR_BITS.items() if e & k) for i, e in bad)
+        raise FormatError(f"nzdist payload (GPU decode): {desc}")
