@@ -69,6 +69,8 @@ def kind_of(fqn: str) -> str:
         return "exp_avg_sq"
     if leaf == "exp_avg":
         return "exp_avg"
+    if leaf == "step":  # optimizer step counters: never quantised
+        return "other"
     return "weight"
 
 

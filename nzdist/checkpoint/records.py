@@ -10,6 +10,7 @@ from . import delta, lossy
 
 FLOATS = (torch.bfloat16, torch.float16, torch.float32)
 BASED = frozenset({"qd", "dx", "same"})  # encodings whose decode needs the base checkpoint's item
+_SMALL = 256  # bytes: below this a codec header costs more than it saves; stored raw
 _DELTA_KEEP = 0.6  # a delta above this fraction of the dense size is compared with a full encode
 
 
@@ -34,11 +35,13 @@ def encode(t: torch.Tensor, fqn: str, codec, base: torch.Tensor | None) -> tuple
     """Returns (encoding, payload as 1-D uint8 tensor, kind). ``base``: the same item decoded from the base
     checkpoint (same shape and dtype), or None for a full save."""
     t = t.detach().contiguous()
-    if t.dtype not in FLOATS or t.numel() == 0:
+    if t.dtype not in FLOATS or t.numel() * t.element_size() < _SMALL:
         if base is not None and _bit_equal(t, base):
             return "same", torch.empty(0, dtype=torch.uint8), "other"
         return "raw", _raw(t), "other"
     kind = lossy.kind_of(fqn)
+    if isinstance(codec, lossy.Quantized) and kind == "other":
+        codec = nzdist.Lossless()
     if isinstance(codec, lossy.Quantized):
         if base is None:
             return "q", _u8(lossy.encode(t, kind, codec)), kind

@@ -192,9 +192,10 @@ def _register_dependent(base: Path, dependent: Path, dependent_id: str) -> None:
 class NzdistStorageReader(StorageReader):
     """``dcp.load(sd, storage_reader=NzdistStorageReader(path))``; reshards like DCP's FileSystemReader."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, progress=None):
         super().__init__()
         self.path = Path(path).absolute()
+        self.progress = progress  # called with each record's stored bytes once it is read (CLI progress bars)
         self._ckpt: Checkpoint | None = None
 
     def reset(self, checkpoint_id: str | os.PathLike | None = None) -> None:
@@ -229,6 +230,9 @@ class NzdistStorageReader(StorageReader):
             by_item[req.storage_index].append(req)
         try:
             for sidx, reqs in by_item.items():
+                if self.progress is not None:
+                    rec = ckpt.record(sidx)
+                    self.progress(rec.length if rec is not None else 0)
                 if reqs[0].type == LoadItemType.BYTE_IO:
                     blob = ckpt.read_bytes(sidx)
                     for req in reqs:
