@@ -18,7 +18,7 @@
 #include <cmath>
 #endif
 
-#if defined(__CUDACC__)
+#if defined(__CUDA_ARCH__)  // device pass only: the host compiler would warn about an unknown pragma
 #define NZ_UNROLL _Pragma("unroll")
 #else
 #define NZ_UNROLL
@@ -266,6 +266,7 @@ template <class W>
 NZ_HD uint32_t build_table(const uint8_t* entries, uint32_t n_used, int width, uint32_t* table) {
   typename W::template Reg<uint32_t> sym, freq, cum, bad;
   uint32_t cum_base = 0, prev_last = 0xFFFFFFFFu;  // uniform
+  W::sync();  // the previous chunk's decode is done with this table memory in every lane
   for (uint32_t g = 0; g < n_used; g += kLanes) {
     W::each([&](int l) {
       uint32_t i = g + uint32_t(l);
