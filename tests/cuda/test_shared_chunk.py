@@ -199,8 +199,8 @@ def test_corrupt_payloads_stay_in_bounds_under_asan():
         pytest.skip("AddressSanitizer runtime not available")
     root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, LD_PRELOAD=runtime, ASAN_OPTIONS="detect_leaks=0:abort_on_error=1")
-    proc = subprocess.run([sys.executable, "-c", FUZZ.format(root=root, here=str(Path(__file__).resolve().parent))], env=env, capture_output=True, text=True,
-                          timeout=280)
+    script = FUZZ.format(root=root, here=str(Path(__file__).resolve().parent))
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=280)
     assert proc.returncode == 0, proc.stderr[-4000:]
     flagged = int(proc.stdout.split("flagged")[-1])
     assert flagged > 100  # most corruptions are caught even without checksums (header, tables, stream ends)
