@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     minilm = [t.cuda() for t in _minilm_bf16()]
-    suites = [("MiniLM bf16 (%d tensors)" % len(minilm), minilm)]
+    suites = [(f"MiniLM bf16 ({len(minilm)} tensors)", minilm)]
     if args.gib > 0:
         suites.append((f"{args.gib:g} GiB bf16, MiniLM statistics", [_large_like(minilm, args.gib)]))
     rows = []
