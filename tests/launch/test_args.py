@@ -1,0 +1,116 @@
+"""Bad arguments get a clear message (exit 2) before any rank starts; presets and the report's verdict."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from launchutil import PY, run
+
+from nzdist.launch import compare, main, report
+from nzdist.launch.presets import KNOBS, PRESETS, PresetError, load_preset, preset_path
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--nproc", "0"], "--nproc must be at least 1, got 0"),
+    (["--nproc", "-3"], "--nproc must be at least 1, got -3"),
+    (["--preset", "huge_tpu"], "unknown preset 'huge_tpu': expected one of tiny_cpu, gpu_1b"),
+    (["--preset", "missing.json"], "preset file 'missing.json' does not exist"),
+    (["--steps", "0"], "steps must be an integer >= 1, got 0"),
+    (["--d-model", "130"], "d_model must be a multiple of n_head=4"),
+    (["--device", "tpu"], "invalid choice: 'tpu'"),
+])
+def test_main_rejects_bad_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main.main(argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_gpu_preset_without_gpu_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        main.main(["--preset", "gpu_1b"])
+    assert "sees no GPU" in capsys.readouterr().err
+
+
+def test_command_line_error_is_a_clean_message():
+    r = run([PY, "-m", "nzdist.launch.main", "--nproc", "0"], timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "nzdist train: error: --nproc must be at least 1" in r.stderr
+
+
+def _write(tmp_path, preset: dict):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(preset))
+    return str(path)
+
+
+def test_preset_files_must_document_every_knob(tmp_path):
+    raw = json.load(open(preset_path("tiny_cpu")))
+    undocumented = copy.deepcopy(raw)
+    del undocumented["knobs"]["lr"]
+    with pytest.raises(PresetError, match=r"\['lr'\] have no entry in its \"knobs\" doc dict"):
+        load_preset(_write(tmp_path, undocumented))
+    unknown = copy.deepcopy(raw)
+    unknown["learning_rate"] = 1.0
+    with pytest.raises(PresetError, match=r"unknown knob\(s\) \['learning_rate'\]"):
+        load_preset(_write(tmp_path, unknown))
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(PresetError, match="not valid JSON"):
+        load_preset(str(tmp_path / "bad.json"))
+    lossy = dict(raw, codec="lossy")
+    with pytest.raises(PresetError, match="codec must be 'lossless'"):
+        load_preset(_write(tmp_path, lossy))
+
+
+def test_presets_load_and_have_the_sizes_they_claim():
+    from nzdist.launch.train import GPT, ModelConfig
+
+    def params(p):
+        with torch.device("meta"):
+            return sum(t.numel() for t in GPT(ModelConfig(d_model=p.d_model, n_layer=p.n_layer, n_head=p.n_head,
+                                                            seq_len=p.seq_len)).parameters())
+
+    for name in PRESETS:
+        p = load_preset(name)
+        assert p.name == name and set(p.as_dict()) == {"name", *KNOBS}
+    tiny, big = load_preset("tiny_cpu"), load_preset("gpu_1b")
+    assert tiny.device == "cpu" and params(tiny) < 1e6
+    assert big.device == "cuda" and 0.9e9 < params(big) < 1.2e9  # "1B-class"
+    assert load_preset("tiny_cpu", {"steps": 7, "batch": None}).steps == 7
+
+
+def test_worker_outside_a_launcher_says_how_to_start_it(monkeypatch):
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(RuntimeError, match="start it under torchrun"):
+        compare.main(["--steps", "1"])
+
+
+def _record(losses, param_bytes):
+    return {"losses": losses, "loss_hex": [v.hex() for v in losses], "step_times": [0.1] * len(losses), "wall_s": 1.0,
+            "memory": {"param_bytes": param_bytes, "state_bytes": 2 * param_bytes},
+            "comm_stats": {"payload_bytes": 60, "dense_bytes": 100, "all_gathers": 2},
+            "wire": {"all_gathers": 2, "bytes": 60, "broadcasts": 0, "broadcast_bytes": 0}}
+
+
+def test_report_says_differ_when_one_bit_differs(tmp_path):
+    preset = load_preset("tiny_cpu", {"steps": 3}).as_dict()
+    env = {"world_size": 2, "device": "cpu", "backend": "gloo", "torch": torch.__version__}
+    base = [3.0, 2.5, 2.25]
+    off = [3.0, 2.5, 2.25 + 2 ** -51]  # the last loss one ulp away
+    ranks = [{"fsdp2": _record(base, 100), "nzdist": {**_record(base, 60), "params_differ": []}},
+             {"fsdp2": _record(base, 100), "nzdist": {**_record(off, 60), "params_differ": ["head.weight"]}}]
+    res = report.build_results(preset, env, ranks)
+    assert res["identical"]["losses"] is False and res["identical"]["params"] is False
+    assert res["identical"]["loss_mismatches"][0][:2] == (1, 2)
+    text = report.format_report(res)
+    assert "losses: DIFFER" in text and "rank 1 step 2" in text and "head.weight" in text
+    assert res["ratios"]["param_bytes"] == pytest.approx(0.6)
+    paths = report.save(res, str(tmp_path))
+    assert json.load(open(paths["json"]))["identical"]["all"] is False
+    ranks[1]["nzdist"] = {**_record(base, 60), "params_differ": []}
+    assert report.build_results(preset, env, ranks)["identical"]["all"] is True
