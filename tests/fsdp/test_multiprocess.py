@@ -44,10 +44,11 @@ def assert_parity(cases: dict) -> None:
 
 def test_parity_two_ranks(tmp_path):
     """Tiny GPT (bf16; reshard False + plain AdamW; fp32 + bf16 MixedPrecisionPolicy; CPU offload; tied embedding
-    sharded as a list of modules like accelerate) and a transformers Llama: 20 AdamW steps, bit-identical."""
+    sharded as a list of modules like accelerate) and a transformers Llama (nzdist.fsdp.fully_shard, and
+    nzdist.fsdp.convert + torch's own fully_shard as accelerate would call it): 20 AdamW steps, bit-identical."""
     r = torchrun("parity.py", 2, [], tmp_path)
     assert set(r["cases"]) == {"gpt_bf16", "gpt_bf16_noreshard_plainopt", "gpt_mp", "gpt_offload", "gpt_tied_list",
-                               "llama_bf16"}
+                               "llama_bf16", "llama_convert_torch_fully_shard"}
     assert_parity(r["cases"])
     assert r["ok"]
 

@@ -49,7 +49,10 @@ def train(model, opt, rank, steps=STEPS):
     return losses
 
 
-def shard(model, *, nz: bool, layers, **kw):
+def shard(model, *, nz: bool | str, layers, **kw):
+    if nz == "convert":  # the Hugging Face / accelerate path: convert, then whoever calls torch's fully_shard
+        nzfsdp.convert(model)
+        nz = False
     fs = nzfsdp.fully_shard if nz else torch_fully_shard
     for group in layers(model):  # a module, or a list of modules (accelerate's tied-embedding group)
         extra = {"reshard_after_forward": False} if isinstance(group, list) else {}
@@ -77,7 +80,7 @@ def llama_layers(m):
 
 
 CASES = {
-    # name: (builder, dtype, layers, fully_shard kwargs, use CompressedOptimizer)
+    # name: (builder, dtype, layers, fully_shard kwargs, use CompressedOptimizer[, how nzdist shards])
     "gpt_bf16": (TinyGPT, torch.bfloat16, gpt_layers, {}, True),
     "gpt_bf16_noreshard_plainopt": (TinyGPT, torch.bfloat16, gpt_layers, {"reshard_after_forward": False}, False),
     "gpt_mp": (TinyGPT, torch.float32, gpt_layers,
@@ -85,16 +88,17 @@ CASES = {
     "gpt_offload": (TinyGPT, torch.bfloat16, gpt_layers, {"offload_policy": CPUOffloadPolicy(pin_memory=False)}, True),
     "gpt_tied_list": (tied_gpt, torch.bfloat16, gpt_tied_groups, {}, True),
     "llama_bf16": (tiny_llama, torch.bfloat16, llama_layers, {}, True),
+    "llama_convert_torch_fully_shard": (tiny_llama, torch.bfloat16, llama_layers, {}, False, "convert"),
 }
 
 
 def run_case(name, rank):
-    builder, dtype, layers, kw, wrap_opt = CASES[name]
+    builder, dtype, layers, kw, wrap_opt, *how = CASES[name]
     torch.manual_seed(0)
     base = builder().to(dtype)
     plain, nzm = copy.deepcopy(base), copy.deepcopy(base)
     shard(plain, nz=False, layers=layers, **kw)
-    shard(nzm, nz=True, layers=layers, **kw)
+    shard(nzm, nz=how[0] if how else True, layers=layers, **kw)
     opt_p = torch.optim.AdamW(plain.parameters(), lr=1e-2, weight_decay=0.1)
     inner = torch.optim.AdamW(nzm.parameters(), lr=1e-2, weight_decay=0.1)
     opt_n = nzfsdp.CompressedOptimizer(inner, max_open_bytes=4096) if wrap_opt else inner
