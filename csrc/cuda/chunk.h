@@ -948,7 +948,9 @@ NZ_HD Layout plan_layout(const EncodeCfg& cfg, uint64_t sum_chunk_bytes) {
 NZ_HD void write_header(const EncodeCfg& cfg, const Layout& L, uint8_t* h) {
   for (uint64_t i = 0; i < L.header_bytes; i += 4) st32(h + i, 0);
   const bool coded = L.mode == kModeCoded;
-  const uint8_t flags = coded ? uint8_t((cfg.lossless ? 0 : kFlagLossy) | (cfg.block_size ? kFlagNormalized : 0)) : 0;
+  // Normalised only when there is at least one block (the CPU encoder's rule: an empty tensor has no norms).
+  const bool normalized = coded && cfg.block_size && cfg.numel;
+  const uint8_t flags = coded ? uint8_t((cfg.lossless ? 0 : kFlagLossy) | (normalized ? kFlagNormalized : 0)) : 0;
   st32(h + kOffMagic, kMagic);
   st16(h + kOffVersion, kVersion);
   st16(h + kOffHeaderBytes, uint32_t(L.header_bytes));
@@ -961,7 +963,7 @@ NZ_HD void write_header(const EncodeCfg& cfg, const Layout& L, uint8_t* h) {
   st64(h + kOffNumel, cfg.numel);
   st32(h + kOffChunkElems, coded ? cfg.chunk_elems : 0);
   st32(h + kOffNumChunks, coded ? uint32_t(cfg.num_chunks) : 0);
-  st32(h + kOffBlockSize, coded ? cfg.block_size : 0);
+  st32(h + kOffBlockSize, normalized ? cfg.block_size : 0);
   st64(h + kOffTotalBytes, L.total);
   for (int i = 0; i < cfg.ndim; i++) st64(h + kOffShape + 8 * i, uint64_t(cfg.shape[i]));
 }

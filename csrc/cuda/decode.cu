@@ -47,9 +47,15 @@ __global__ void __launch_bounds__(DecodeShape<NT>::kWarps * 32)
 template <int NT>
 cudaError_t launch(const DecodeJob* jobs, int n_jobs, uint64_t total_items, int verify, cudaStream_t stream) {
   using S = DecodeShape<NT>;
-  static const cudaError_t attr =
-      cudaFuncSetAttribute(decode_kernel<NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(S::kSmem));
-  if (attr != cudaSuccess) return attr;
+  // The > 48 KiB opt-in is per device: remember it per device id (a process may drive several GPUs).
+  static bool opted_in[64] = {};
+  int dev = 0;
+  if (cudaError_t e = cudaGetDevice(&dev)) return e;
+  if (dev < 0 || dev >= 64 || !opted_in[dev]) {
+    cudaError_t e = cudaFuncSetAttribute(decode_kernel<NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(S::kSmem));
+    if (e != cudaSuccess) return e;
+    if (dev >= 0 && dev < 64) opted_in[dev] = true;
+  }
   const uint64_t blocks = (total_items + S::kWarps - 1) / S::kWarps;
   if (blocks > 0x7FFFFFFFull) return cudaErrorInvalidValue;
   decode_kernel<NT><<<unsigned(blocks), S::kWarps * 32, S::kSmem, stream>>>(jobs, n_jobs, total_items, verify);

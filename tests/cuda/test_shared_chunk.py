@@ -91,6 +91,14 @@ def test_lossy(sim, dtype):
         roundtrip(sim, t, keep=keep, block=block, chunk=2048)
 
 
+@pytest.mark.parametrize("n", [0, 1, 100])
+@pytest.mark.parametrize("chunk", [1024, 1 << 24])
+def test_lossy_tiny_and_huge_chunks(sim, n, chunk):
+    for dtype in cases.DTYPES:
+        for keep, block in ((2, 7), (3, 100_000), (1, 0)):
+            roundtrip(sim, cases.weights(n, dtype, seed=n), keep=keep, block=block, chunk=chunk)
+
+
 def test_lossy_specials(sim):
     t = cases.all_patterns(torch.bfloat16)
     t = t[~torch.isnan(t)]  # NaN is rejected at mantissa_bits=0, checked below
