@@ -55,6 +55,8 @@ def build_results(preset: dict, env: dict, ranks: list[dict]) -> dict:
             "spills": [rec["wire"].get("broadcasts", 0) for rec in recs],
             "all_gathers": [rec["wire"]["all_gathers"] for rec in recs],
             "peak_device_bytes": [rec.get("peak_device_bytes") for rec in recs],
+            "bits_per_param": _ratio(8 * sum(rec["memory"]["param_bytes"] for rec in recs),
+                                     sum(rec["memory"].get("param_numel", 0) for rec in recs)),
         }
     base, cand = summary[BASELINE], summary[CANDIDATE]
     comm = [rec["comm_stats"] for rec in runs[CANDIDATE]]
@@ -132,7 +134,7 @@ def format_report(results: dict, paths: dict | None = None) -> str:
     for r in range(world):
         for label, key in rows:
             a, b = base[key][r], cand[key][r]
-            lines.append(f"  rank {r} {label:<20} {_mib(a)} {_mib(b)}   {_ratio(b, a):8.4f}")
+            lines.append(f"  rank {r} {label:<20} {_mib(a)} {_mib(b)}   {f'{_ratio(b, a):8.4f}' if a else '       -'}")
     for r in range(world):
         lines.append(f"  rank {r} {'all-gathers':<20} {base['all_gathers'][r]:14d} {cand['all_gathers'][r]:14d}")
         if spilled:
@@ -149,8 +151,9 @@ def format_report(results: dict, paths: dict | None = None) -> str:
         +
         f"(nzdist.comm_stats payload/dense {ratios['all_gather_payload_vs_dense']:.4f}), "
         f"step time {ratios['median_step_time']:.3f}x",
-        "  (weights are random-init and trained only briefly; trained bf16 weights compress to ~10.6 bits, and the "
-        "all-gather payload carries per-shard capacity headroom)",
+        f"  resident parameters: {base['bits_per_param']:.2f} -> {cand['bits_per_param']:.2f} bits/parameter "
+        f"(random-init weights after {n} steps, not a trained model; the all-gather payload also carries each "
+        f"shard's capacity headroom{', and spilled shards travelled raw' if spilled else ''})",
     ]
     if paths:
         lines.append(f"saved {paths['json']} and {paths['png']}")
@@ -182,13 +185,20 @@ def plot(results: dict, path: str) -> None:
                 a, b = s[BASELINE][key][r] / 2**20, s[CANDIDATE][key][r] / 2**20
                 ax.bar(xs - width / 2, a, width, color="C0", label="plain FSDP2" if xs == 0 else None)
                 ax.bar(xs + width / 2, b, width, color="C1", label="nzdist" if xs == 0 else None)
-                ax.text(xs + width / 2, b, f"{_ratio(b, a):.2f}x", ha="center", va="bottom", fontsize=8)
+                top = b
+                if key == "wire_bytes" and s[CANDIDATE]["spill_bytes"][r]:  # raw re-sends of outgrown shards
+                    spill = s[CANDIDATE]["spill_bytes"][r] / 2**20
+                    ax.bar(xs + width / 2, spill, width, bottom=b, color="C3", hatch="//",
+                           label="nzdist spill broadcasts" if r == 0 else None)
+                    top = b + spill
+                ax.text(xs + width / 2, top, f"{_ratio(top, a):.2f}x", ha="center", va="bottom", fontsize=8)
                 labels.append(f"{'params' if key == 'param_bytes' else 'optim' if key == 'state_bytes' else 'rank'} "
                               f"r{r}")
                 xs += 1
         ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 4 else 0)
         ax.set(ylabel="MiB", title=title)
-        ax.legend()
+        ax.set_ylim(top=ax.get_ylim()[1] * 1.3)  # room for the legend and the ratio labels
+        ax.legend(fontsize=8, loc="upper left")
     p, env = results["preset"], results["env"]
     fig.suptitle(f"nzdist vs plain FSDP2 -- {p['name']}, {world} ranks, {env['device']}/{env['backend']}")
     fig.tight_layout()
