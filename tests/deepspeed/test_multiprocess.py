@@ -29,10 +29,10 @@ def _test_config(tmp_path) -> str:
     return str(path)
 
 
-def _run(cmd, tmp_path) -> dict:
+def _run(cmd, tmp_path, env=None) -> dict:
     out = tmp_path / "result.json"
-    proc = subprocess.run(cmd + ["--out", str(out)], cwd=ROOT, env=cpu_env(), capture_output=True, text=True,
-                          timeout=TIMEOUT)
+    proc = subprocess.run(cmd + ["--out", str(out)], cwd=ROOT, env={**cpu_env(), **(env or {})},
+                          capture_output=True, text=True, timeout=TIMEOUT)
     if proc.returncode != 0 or not out.exists():
         pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     result = json.loads(out.read_text())
@@ -45,9 +45,11 @@ def ds_launcher_ranks(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ds")
     if shutil.which("deepspeed") is None:
         pytest.skip("the deepspeed launcher is not on PATH")
-    cmd = ["deepspeed", "--master_port", str(free_port()), "--num_gpus", "2", WORKER, "--scenario", "parity_ckpt",
-           "--config", _test_config(tmp), "--ckpt", str(tmp / "ckpt")]
-    return _run(cmd, tmp)
+    # Through launch/ds_train.sh, so the script users run is what starts the DeepSpeed launcher here.
+    env = {"NUM_GPUS": "2", "MASTER_PORT": str(free_port()), "CONFIG": _test_config(tmp), "SCRIPT": WORKER}
+    cmd = ["bash", os.path.join(ROOT, "launch", "ds_train.sh"), "--scenario", "parity_ckpt",
+           "--ckpt", str(tmp / "ckpt")]
+    return _run(cmd, tmp, env)
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,7 @@ def edit_between_steps(cfg, tokens, freeze=()):
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scenario", choices=("parity_ckpt", "parity_zeropp"), required=True)
-    ap.add_argument("--config", required=True)
+    ap.add_argument("--config", "--deepspeed_config", dest="config", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--ckpt", default=None)
     ap.add_argument("--local_rank", type=int, default=None)
