@@ -81,9 +81,24 @@ def save(results: dict, out_dir: str) -> dict:
     os.makedirs(out_dir, exist_ok=True)
     paths = {"json": os.path.join(out_dir, "report.json"), "png": os.path.join(out_dir, "report.png")}
     with open(paths["json"], "w") as f:
-        json.dump(results, f, indent=1, allow_nan=True)
+        json.dump(_json_safe(results), f, indent=1, allow_nan=False)
     plot(results, paths["png"])
     return paths
+
+
+def _json_safe(x):
+    """NaN (a ratio with nothing to compare) -> null: strict JSON readers reject NaN."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def _num(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.4f}"  # n/a: nothing to compare (e.g. one rank: no all-gather)
 
 
 def _mib(n: float) -> str:
@@ -145,11 +160,11 @@ def format_report(results: dict, paths: dict | None = None) -> str:
         f"  {'wall time of the run':<27} {base['wall_s']:12.1f} s {cand['wall_s']:12.1f} s",
         "",
         "ratios nzdist/plain over all ranks (< 1: nzdist holds or sends less): "
-        f"parameters {ratios['param_bytes']:.4f}, optimizer state {ratios['state_bytes']:.4f}, "
-        f"all-gather bytes {ratios['all_gather_wire_bytes']:.4f} "
-        + (f"(with spill broadcasts {ratios['all_gather_plus_spill_bytes']:.4f}) " if spilled else "")
+        f"parameters {_num(ratios['param_bytes'])}, optimizer state {_num(ratios['state_bytes'])}, "
+        f"all-gather bytes {_num(ratios['all_gather_wire_bytes'])} "
+        + (f"(with spill broadcasts {_num(ratios['all_gather_plus_spill_bytes'])}) " if spilled else "")
         +
-        f"(nzdist.comm_stats payload/dense {ratios['all_gather_payload_vs_dense']:.4f}), "
+        f"(nzdist.comm_stats payload/dense {_num(ratios['all_gather_payload_vs_dense'])}), "
         f"step time {ratios['median_step_time']:.3f}x",
         f"  resident parameters: {base['bits_per_param']:.2f} -> {cand['bits_per_param']:.2f} bits/parameter "
         f"(random-init weights after {n} steps, not a trained model; the all-gather payload also carries each "
