@@ -166,9 +166,10 @@ def train_deepspeed(ds_config: dict, steps: int, model_cfg: ModelConfig = ModelC
             engine.save_checkpoint(save_dir, tag=f"step{save_at}")
     comm = nzdist.comm_stats(reset=True).as_dict()
     memory = engine.neuzip.memory_report() if hasattr(engine, "neuzip") else None
+    ckpt_engine = type(engine.checkpoint_engine)
     engine.destroy()
     return {"backend": "deepspeed", "neuzip": "neuzip" in ds_config, "losses": losses, "step_times": times,
-            "comm": comm, "memory": memory}
+            "comm": comm, "memory": memory, "checkpoint_engine": f"{ckpt_engine.__module__}.{ckpt_engine.__name__}"}
 
 
 def train_fsdp(ds_config: dict, steps: int, model_cfg: ModelConfig = ModelConfig(), seed: int = 0,
