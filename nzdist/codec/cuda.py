@@ -52,12 +52,7 @@ def _stream(device: torch.device) -> int:
     return torch.cuda.current_stream(device).cuda_stream
 
 
-def compress(tensor: torch.Tensor, keep_bits: int | None = None, block_size: int = 0,
-             chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> torch.Tensor:
-    """Encode a CUDA tensor into a 1-D uint8 CUDA payload, byte-identical to the CPU codec's for the same
-    parameters. ``keep_bits``: mantissa bits kept (None = all = lossless); ``block_size`` > 0 enables the lossy
-    block normaliser. Synchronises the current stream once, to size the payload."""
-    _require()
+def _prepare(tensor: torch.Tensor, keep_bits: int | None) -> tuple[torch.Tensor, int, int]:
     if not isinstance(tensor, torch.Tensor) or tensor.device.type != "cuda":
         raise TypeError("nzdist.codec.cuda.compress expects a CUDA tensor")
     code = dtype_code(tensor.dtype)
@@ -65,27 +60,66 @@ def compress(tensor: torch.Tensor, keep_bits: int | None = None, block_size: int
     keep = full if keep_bits is None or keep_bits < 0 else int(keep_bits)
     if keep > full:
         raise ValueError(f"keep_bits={keep} exceeds the {full} mantissa bits of {tensor.dtype}")
-    src = tensor.detach().contiguous()
-    shape = list(src.shape)
-    numel = src.numel()
-    plan = _ext.encode_plan(numel, len(shape), code, keep, int(block_size), int(chunk_elems))
-    with torch.cuda.device(src.device):
-        stream = _stream(src.device)
-        ws = torch.empty(plan["workspace_bytes"], dtype=torch.uint8, device=src.device)
-        _ext.encode_stage(src.data_ptr(), numel, shape, code, keep, int(block_size), int(chunk_elems),
-                          ws.data_ptr(), stream)
-        off = plan["status_off"]
-        status = ws[off:off + _ext.STATUS_BYTES].cpu()  # the one synchronisation
-        total = int(status[:8].view(torch.int64).item())
-        err = int(status[36:40].view(torch.int32).item())  # api.h: status block
+    return tensor.detach().contiguous(), code, keep
+
+
+def compress_batch(tensors: Sequence[torch.Tensor], keep_bits: int | None = None, block_size: int = 0,
+                   chunk_elems: int = DEFAULT_CHUNK_ELEMS,
+                   outs: Sequence[torch.Tensor | None] | None = None) -> list[torch.Tensor]:
+    """Encode several CUDA tensors with one host synchronisation in total (FSDP re-encodes every shard after an
+    optimizer step). Returns one 1-D uint8 payload per tensor, byte-identical to the CPU codec's.
+
+    ``outs``: optional preallocated uint8 CUDA buffers (e.g. fixed-capacity all-gather inputs); a payload that
+    fits is written at the start of its buffer and returned as a view ``out[:nbytes]``, otherwise it gets a
+    fresh allocation (compare ``payload.data_ptr()`` with the buffer's to tell).
+    """
+    _require()
+    if outs is not None and len(outs) != len(tensors):
+        raise ValueError(f"{len(tensors)} tensors but {len(outs)} output buffers")
+    jobs = []
+    for t in tensors:
+        src, code, keep = _prepare(t, keep_bits)
+        plan = _ext.encode_plan(src.numel(), src.dim(), code, keep, int(block_size), int(chunk_elems))
+        with torch.cuda.device(src.device):
+            ws = torch.empty(plan["workspace_bytes"], dtype=torch.uint8, device=src.device)
+            _ext.encode_stage(src.data_ptr(), src.numel(), list(src.shape), code, keep, int(block_size),
+                              int(chunk_elems), ws.data_ptr(), _stream(src.device))
+        jobs.append((src, code, keep, plan, ws))
+    if not jobs:
+        return []
+    # The one synchronisation: every payload's size and error bits (api.h: the status block).
+    status = torch.stack([ws[p["status_off"]:p["status_off"] + _ext.STATUS_BYTES].to(jobs[0][0].device)
+                          for _, _, _, p, ws in jobs]).cpu()
+    results = []
+    for i, (src, code, keep, _plan, ws) in enumerate(jobs):
+        total = int(status[i, :8].view(torch.int64).item())
+        err = int(status[i, 36:40].view(torch.int32).item())
         if err & _NAN_LOSSY:
             raise ValueError("nzdist: NaN cannot be stored with Lossy(mantissa_bits=0); use mantissa_bits >= 1")
         if err:
             raise RuntimeError(f"nzdist CUDA encode failed (error bits {err:#x})")
-        out = torch.empty(total, dtype=torch.uint8, device=src.device)
-        _ext.encode_write(src.data_ptr(), numel, shape, code, keep, int(block_size), int(chunk_elems),
-                          ws.data_ptr(), out.data_ptr(), total, stream)
-    return out
+        buf = None if outs is None else outs[i]
+        if buf is not None and (buf.dtype != torch.uint8 or buf.dim() != 1 or not buf.is_contiguous()
+                                or buf.device != src.device):
+            raise ValueError("output buffers must be contiguous 1-D uint8 tensors on the tensor's device")
+        if buf is not None and buf.numel() >= total and buf.data_ptr() % 16 == 0:
+            out = buf[:total]
+        else:
+            out = torch.empty(total, dtype=torch.uint8, device=src.device)
+        with torch.cuda.device(src.device):
+            _ext.encode_write(src.data_ptr(), src.numel(), list(src.shape), code, keep, int(block_size),
+                              int(chunk_elems), ws.data_ptr(), out.data_ptr(), total, _stream(src.device))
+        results.append(out)
+    return results
+
+
+def compress(tensor: torch.Tensor, keep_bits: int | None = None, block_size: int = 0,
+             chunk_elems: int = DEFAULT_CHUNK_ELEMS, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Encode a CUDA tensor into a 1-D uint8 CUDA payload, byte-identical to the CPU codec's for the same
+    parameters. ``keep_bits``: mantissa bits kept (None = all = lossless); ``block_size`` > 0 enables the lossy
+    block normaliser; ``out``: optional buffer to write into when the payload fits (see compress_batch).
+    Synchronises the current stream once, to size the payload."""
+    return compress_batch([tensor], keep_bits, block_size, chunk_elems, None if out is None else [out])[0]
 
 
 def decompress_batch(payloads: Sequence[torch.Tensor], outs: Sequence[torch.Tensor], *,

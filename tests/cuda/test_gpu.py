@@ -126,3 +126,16 @@ def test_runs_on_the_current_stream():
     s.synchronize()
     assert errors.cpu().tolist() == [0]
     assert torch.equal(out, t)
+
+
+def test_compress_batch_one_sync_and_into_buffers():
+    ts = [cases.weights(n, torch.bfloat16, n).cuda() for n in (0, 1, 5000, 70_000)]
+    payloads = cuda.compress_batch(ts, chunk_elems=4096)
+    for t, p in zip(ts, payloads):
+        assert torch.equal(p.cpu(), nzdist.compress(t.cpu(), codec=nzdist.Lossless(chunk_elems=4096)).data)
+    bufs = [torch.zeros(p.numel() + 64, dtype=torch.uint8, device="cuda") for p in payloads]
+    small = torch.zeros(8, dtype=torch.uint8, device="cuda")
+    again = cuda.compress_batch(ts, chunk_elems=4096, outs=bufs[:-1] + [small])
+    for p, q, b in zip(payloads, again[:-1], bufs[:-1]):
+        assert q.data_ptr() == b.data_ptr() and torch.equal(p, q)
+    assert again[-1].data_ptr() != small.data_ptr() and torch.equal(again[-1], payloads[-1])
