@@ -426,8 +426,9 @@ NZ_UNROLL
       } else {
         const uint8_t* planes = fdata[f] + uint64_t(s) * width * 4;
         for (int j = 0; j < width; j++) {
+          // Bit l of plane j goes to bit shift+j: one rotate and one masked OR per plane.
           const uint32_t w = ld32(planes + 4 * j);
-          W::each([&](int l) { q[l] |= ((w >> l) & 1u) << (shift + j); });
+          W::each([&](int l) { q[l] |= rotr(w, uint32_t(l - shift - j) & 31u) & (1u << (shift + j)); });
         }
       }
     }

@@ -26,6 +26,15 @@ NZ_HD int popc(uint32_t m) {
 
 NZ_HD uint32_t lanemask_lt(int l) { return (1u << l) - 1u; }
 
+// Rotate right by n (0..31): one funnel shift on the GPU.
+NZ_HD uint32_t rotr(uint32_t w, uint32_t n) {
+#if defined(__CUDA_ARCH__)
+  return __funnelshift_r(w, w, n);
+#else
+  return (w >> n) | (w << ((32u - n) & 31u));
+#endif
+}
+
 NZ_HD int lowest_bit(uint32_t m) {  // m != 0
 #if defined(__CUDA_ARCH__)
   return __ffs(int(m)) - 1;
