@@ -14,6 +14,7 @@ from .capacity import DEFAULT_HEADROOM
 from .param import SUPPORTED_DTYPES, CompressedShard, ShardMeta
 
 _HOOKED = "_nzdist_state_dict_hooked"
+_LOAD_HOOKED = "_nzdist_load_hooked"
 _CONVERTED_TO = "_nzdist_converted_to"  # set on a replaced parameter, so tied uses elsewhere find its successor
 
 
@@ -103,7 +104,19 @@ def fully_shard(module: nn.Module | list[nn.Module], *, mesh=None, codec=None, f
     out = torch_fully_shard(module, mesh=mesh, **torch_kwargs)
     for m in modules:
         seal(m)
+        for sub in m.modules():  # registered after FSDP's own post-load hook, so it runs after it
+            if getattr(sub, _HOOKED, False) and not getattr(sub, _LOAD_HOOKED, False):
+                sub.register_load_state_dict_post_hook(_seal_after_load)
+                setattr(sub, _LOAD_HOOKED, True)
     return out
+
+
+def _seal_after_load(mod: nn.Module, incompatible_keys) -> None:
+    # FSDP's post-load hook re-pads uneven shards into a fresh (open) buffer; compress it again right away.
+    for p in mod._parameters.values():
+        local = p._local_tensor if isinstance(p, DTensor) else p
+        if isinstance(local, CompressedShard):
+            local.seal_()
 
 
 def _dense_state_dict(mod: nn.Module, state_dict: dict, prefix: str, local_metadata) -> None:

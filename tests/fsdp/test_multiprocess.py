@@ -42,27 +42,41 @@ def assert_parity(cases: dict) -> None:
         assert r["all_gathers"] > 0 and r["compressed_params"] > 0
 
 
+def per_rank(result: dict) -> list[dict]:
+    ranks = result["ranks"]
+    assert ranks and all(r is not None for r in ranks)
+    return ranks
+
+
 def test_parity_two_ranks(tmp_path):
     """Tiny GPT (bf16; reshard False + plain AdamW; fp32 + bf16 MixedPrecisionPolicy; CPU offload; tied embedding
     sharded as a list of modules like accelerate) and a transformers Llama (nzdist.fsdp.fully_shard, and
     nzdist.fsdp.convert + torch's own fully_shard as accelerate would call it): 20 AdamW steps, bit-identical."""
     r = torchrun("parity.py", 2, [], tmp_path)
-    assert set(r["cases"]) == {"gpt_bf16", "gpt_bf16_noreshard_plainopt", "gpt_mp", "gpt_offload", "gpt_tied_list",
-                               "llama_bf16", "llama_convert_torch_fully_shard"}
-    assert_parity(r["cases"])
+    for rank in per_rank(r):
+        assert set(rank["cases"]) == {"gpt_bf16", "gpt_bf16_noreshard_plainopt", "gpt_mp", "gpt_offload",
+                                      "gpt_tied_list", "llama_bf16", "llama_convert_torch_fully_shard"}
+        assert_parity(rank["cases"])
     assert r["ok"]
 
 
 def test_parity_four_ranks(tmp_path):
     """Four ranks: the vocabulary (83 rows) shards unevenly, padded rank included."""
     r = torchrun("parity.py", 4, ["gpt_bf16", "llama_bf16"], tmp_path)
-    assert_parity(r["cases"])
+    assert len(per_rank(r)) == 4
+    for rank in per_rank(r):
+        assert_parity(rank["cases"])
     assert r["ok"]
 
 
 def test_features_two_ranks(tmp_path):
     r = torchrun("features.py", 2, [], tmp_path)
-    c = r["cases"]
+    for rank in per_rank(r):
+        check_features(rank["cases"])
+    assert r["ok"]
+
+
+def check_features(c: dict) -> None:
     lora = c["lora"]
     assert lora["trains"], f"LoRA loss did not fall: {lora['losses']}"
     assert lora["frozen_encoded_once"] and lora["trainable_encodes"] == [21]  # 1 at sharding + 1 per step
@@ -79,11 +93,10 @@ def test_features_two_ranks(tmp_path):
         assert err[key]["all_ranks"], f"{key}: not raised as expected on every rank: {err[key]['message']}"
     assert "blocks.0.fc1.weight" in err["overflow_raise"]["message"]
     assert "tok.weight" in err["mismatch"]["message"]
-    assert r["ok"]
 
 
 def test_resident_and_all_gather_bytes_below_dense_bf16(tmp_path):
     """Real MiniLM weights, bf16, measured after 3 AdamW steps: < 0.75x dense bf16 resident and on the wire."""
-    r = torchrun("ratio.py", 2, [], tmp_path)
+    r = per_rank(torchrun("ratio.py", 2, [], tmp_path))[0]  # the ratios are already summed over ranks
     assert r["resident_ratio_vs_bf16"] < 0.75, r
     assert r["all_gather_ratio"] < 0.75, r

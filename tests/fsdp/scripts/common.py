@@ -89,8 +89,11 @@ def same_bits(a: dict, b: dict) -> list[str]:
 
 
 def emit(result: dict) -> None:
-    """Rank 0 writes the result JSON where the test asked (NZ_RESULT)."""
+    """Gather every rank's result; rank 0 writes them where the test asked (NZ_RESULT) as
+    ``{"ranks": [rank0, rank1, ...], "ok": all ranks ok}`` so tests assert on every rank, not just rank 0."""
+    ranks = [None] * dist.get_world_size()
+    dist.all_gather_object(ranks, json.loads(json.dumps(result, default=str)))
     if dist.get_rank() == 0 and os.environ.get("NZ_RESULT"):
         with open(os.environ["NZ_RESULT"], "w") as f:
-            json.dump(result, f, indent=1, default=str)
+            json.dump({"ranks": ranks, "ok": all(r.get("ok", True) for r in ranks)}, f, indent=1)
     print(json.dumps(result, default=str)[:2000], file=sys.stderr)

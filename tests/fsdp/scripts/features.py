@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import copy
 import sys
+import tempfile
 
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 import torch.nn as nn
 import torch.nn.functional as F
 from common import Block, TinyGPT, batches, bits, emit, full_params, init, mesh, same_bits
@@ -123,9 +125,17 @@ def case_state_dict(rank):
     fresh = TinyGPT().to(torch.bfloat16)
     nz_shard(fresh)
     opt_f = nzfsdp.CompressedOptimizer(torch.optim.AdamW(fresh.parameters(), lr=1e-2), compress_state=True)
-    set_model_state_dict(fresh, msd)
-    set_optimizer_state_dict(fresh, opt_f, osd)
+    # The canonical DCP round trip through disk: save, then load in place into the fresh model's own state dicts.
+    path = [tempfile.mkdtemp(prefix="nzdist-dcp-") if rank == 0 else None]
+    dist.broadcast_object_list(path)
+    dcp.save({"model": msd, "optim": osd}, checkpoint_id=path[0])
+    target = {"model": get_model_state_dict(fresh), "optim": get_optimizer_state_dict(fresh, opt_f)}
+    dcp.load(target, checkpoint_id=path[0])
+    set_model_state_dict(fresh, target["model"])
+    set_optimizer_state_dict(fresh, opt_f, target["optim"])
     result["sealed_after_load"] = all(s.is_sealed or s.numel() == 0 for s in nzfsdp.compressed_shards(fresh))
+    result["open_after_load"] = [n for n, p in fresh.named_parameters()
+                                 if not (p._local_tensor.is_sealed or p._local_tensor.numel() == 0)]
     lp = [step(plain, opt_p, x, y) for x, y in data[5:]]
     lf = [step(fresh, opt_f, x, y) for x, y in data[5:]]
     result["resumed_losses_equal"] = lp == lf

@@ -59,7 +59,7 @@ def main() -> int:
                         dtype=torch.float64)
     total = mine.clone()
     dist.all_reduce(total)
-    emit({"world": world, "steps": STEPS, "losses": losses, "rank0": {**mem.as_dict(), **comm.as_dict()},
+    emit({"world": world, "steps": STEPS, "losses": losses, "this_rank": {**mem.as_dict(), **comm.as_dict()},
           "resident_ratio_vs_bf16": (total[0] / total[1]).item(), "all_gather_ratio": (total[2] / total[3]).item(),
           "measured": "after training (resident) / over the training steps (all-gather), real MiniLM weights"})
     dist.destroy_process_group()
