@@ -10,7 +10,8 @@
 Format: format.py. Delta scheme: delta.py. Lossy scheme: lossy.py. Numbers: README.md.
 """
 
-from .api import CheckpointInUseError, SaveResult, delete, dependents, load, manifest, save
+from .api import SaveResult, delete, dependents, load, manifest, save
+from .files import CheckpointInUseError
 from .format import CheckpointError, ChecksumError
 from .lossy import Quantized
 from .storage import NzdistStorageReader, NzdistStorageWriter

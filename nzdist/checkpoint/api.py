@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import warnings
@@ -15,13 +14,9 @@ from torch.distributed.checkpoint.api import CheckpointException
 
 import nzdist
 
-from .files import read_metadata
-from .format import DEPENDENTS_DIR, CheckpointError, Manifest
+from .files import CheckpointInUseError, live_dependents, read_metadata
+from .format import DEPENDENTS_DIR, Manifest
 from .storage import NzdistStorageReader, NzdistStorageWriter
-
-
-class CheckpointInUseError(CheckpointError):
-    """Deleting a checkpoint that a delta checkpoint still needs."""
 
 
 @dataclass(frozen=True)
@@ -88,19 +83,7 @@ def manifest(path: str | os.PathLike) -> Manifest:
 
 def dependents(path: str | os.PathLike) -> list[str]:
     """Live delta checkpoints that were written against ``path``."""
-    path = Path(path).absolute()
-    _, man = read_metadata(path)
-    live = []
-    d = path / DEPENDENTS_DIR
-    for entry in sorted(d.glob("*.json")) if d.is_dir() else []:
-        try:
-            ref = json.loads(entry.read_text())
-            _, dep = read_metadata(ref["path"])
-        except (CheckpointError, OSError, ValueError, KeyError):
-            continue  # the dependent is gone (deleted, or its save never published)
-        if dep.base is not None and dep.base.checkpoint_id == man.checkpoint_id:
-            live.append(ref["path"])
-    return live
+    return live_dependents(path)
 
 
 def delete(path: str | os.PathLike) -> None:

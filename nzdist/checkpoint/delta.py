@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 
+import numpy as np
 import torch
 import zstandard
 
@@ -24,34 +25,24 @@ XOR = 2  # bitwise XOR of bit patterns (kept for the measurement in the bench)
 
 _HEAD = struct.Struct("<BBQ")
 _LEN = struct.Struct("<Q")
-_INT = {2: torch.int16, 4: torch.int32}
-_WIDE = {2: torch.int32, 4: torch.int64}
-ZSTD_LEVEL = 3
+_UINT = {2: np.uint16, 4: np.uint32}
+_SINT = {2: np.int16, 4: np.int32}
+ZSTD_LEVEL = 1  # measured: levels 1 and 3 give the same size on these planes (±0.5%), 1 is faster
 
 
-def _bits(t: torch.Tensor) -> torch.Tensor:
-    return t.contiguous().view(-1).view(_INT[t.element_size()])
+def _bits(t: torch.Tensor) -> np.ndarray:
+    """The tensor's bit patterns as unsigned ints (numpy: wrapping arithmetic, no widening)."""
+    return t.detach().contiguous().view(-1).view(torch.uint8).numpy().view(_UINT[t.element_size()])
 
 
-def _zigzag(d: torch.Tensor, width: int) -> torch.Tensor:
-    # d is a wrapped signed difference in the wider dtype; result fits `width` bytes unsigned, stored signed.
-    bits = 8 * width
-    d = torch.remainder(d + (1 << (bits - 1)), 1 << bits) - (1 << (bits - 1))  # wrap into the signed range
-    z = torch.where(d >= 0, d * 2, -d * 2 - 1)
-    z = torch.where(z >= (1 << (bits - 1)), z - (1 << bits), z)  # store as the signed type of the same width
-    return z.to(_INT[width])
+def _zigzag(d: np.ndarray, width: int) -> np.ndarray:
+    s = d.view(_SINT[width])
+    return ((s << 1) ^ (s >> (8 * width - 1))).view(_UINT[width])
 
 
-def _unzigzag(z: torch.Tensor, width: int) -> torch.Tensor:
-    bits = 8 * width
-    z = z.to(_WIDE[width])
-    z = torch.where(z < 0, z + (1 << bits), z)
-    return torch.where(z % 2 == 0, z // 2, -(z + 1) // 2)
-
-
-def _planes(x: torch.Tensor, width: int) -> list[torch.Tensor]:
-    b = x.view(torch.uint8).view(-1, width)  # little-endian: column 0 is the least significant byte
-    return [b[:, i].contiguous() for i in reversed(range(width))]
+def _unzigzag(z: np.ndarray, width: int) -> np.ndarray:
+    one = _UINT[width](1)
+    return (z >> one) ^ (np.zeros(1, _UINT[width]) - (z & one))
 
 
 def encode(new: torch.Tensor, base: torch.Tensor, method: int = SUB, level: int = ZSTD_LEVEL) -> bytes:
@@ -60,17 +51,20 @@ def encode(new: torch.Tensor, base: torch.Tensor, method: int = SUB, level: int 
         raise ValueError(f"delta needs the same shape and dtype, got {tuple(new.shape)} {new.dtype} vs "
                          f"{tuple(base.shape)} {base.dtype}")
     width = new.element_size()
+    if width not in _UINT:
+        raise TypeError(f"delta encodes 2- and 4-byte floats, not {new.dtype}")
     a, b = _bits(new), _bits(base)
     if method == SUB:
-        d = _zigzag(a.to(_WIDE[width]) - b.to(_WIDE[width]), width)
+        d = _zigzag(a - b, width)  # unsigned subtraction wraps modulo 2^w
     elif method == XOR:
-        d = torch.bitwise_xor(a, b)
+        d = a ^ b
     else:
         raise ValueError(f"unknown delta method {method}")
+    planes = d.view(np.uint8).reshape(-1, width)  # little-endian: column 0 is the least significant byte
     cctx = zstandard.ZstdCompressor(level=level)
-    out = [_HEAD.pack(method, width, a.numel())]
-    for plane in _planes(d, width):
-        frame = cctx.compress(plane.numpy())
+    out = [_HEAD.pack(method, width, a.size)]
+    for i in reversed(range(width)):
+        frame = cctx.compress(np.ascontiguousarray(planes[:, i]))
         out += [_LEN.pack(len(frame)), frame]
     return b"".join(out)
 
@@ -84,29 +78,28 @@ def decode(payload, base: torch.Tensor, out: torch.Tensor | None = None) -> torc
     if width != base.element_size() or numel != base.numel():
         raise ValueError(f"delta payload is for {numel} elements of {width} bytes, base has {base.numel()} of "
                          f"{base.element_size()}")
-    planes = torch.empty(width, numel, dtype=torch.uint8)
+    planes = np.empty((numel, width), dtype=np.uint8)
     dctx = zstandard.ZstdDecompressor()
     pos = _HEAD.size
-    for i in range(width):
+    for i in reversed(range(width)):
+        if pos + _LEN.size > len(buf):
+            raise ValueError("delta payload truncated")
         (n,) = _LEN.unpack_from(buf, pos)
         pos += _LEN.size
-        raw = dctx.decompress(buf[pos:pos + n], max_output_size=numel)
+        raw = dctx.decompress(buf[pos:pos + n], max_output_size=numel) if numel else b""
         if len(raw) != numel:
             raise ValueError("delta plane has the wrong length")
-        planes[width - 1 - i] = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if numel else planes[0]
+        planes[:, i] = np.frombuffer(raw, dtype=np.uint8)
         pos += n
-    d = planes.t().contiguous().view(_INT[width]).view(-1)
+    d = planes.view(_UINT[width]).reshape(-1)
     b = _bits(base)
     if method == SUB:
-        v = b.to(_WIDE[width]) + _unzigzag(d, width)
-        bits = 8 * width
-        v = torch.remainder(v + (1 << (bits - 1)), 1 << bits) - (1 << (bits - 1))
-        v = v.to(_INT[width])
+        v = b + _unzigzag(d, width)
     elif method == XOR:
-        v = torch.bitwise_xor(b, d)
+        v = b ^ d
     else:
         raise ValueError(f"unknown delta method {method}")
-    result = v.view(base.dtype).view(base.shape)
+    result = torch.from_numpy(v).view(base.dtype).view(base.shape)
     if out is None:
         return result
     out.copy_(result)

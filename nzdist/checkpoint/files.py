@@ -4,6 +4,7 @@ names the file it is about."""
 
 from __future__ import annotations
 
+import json
 import os
 import zlib
 from pathlib import Path
@@ -12,7 +13,28 @@ import torch
 from torch.distributed.checkpoint.metadata import Metadata, MetadataIndex, TensorStorageMetadata
 
 from . import atomic, records
-from .format import METADATA_NAME, CheckpointError, ChecksumError, Manifest, Record, unpack_metadata
+from .format import DEPENDENTS_DIR, METADATA_NAME, CheckpointError, ChecksumError, Manifest, Record, unpack_metadata
+
+
+class CheckpointInUseError(CheckpointError):
+    """Deleting or replacing a checkpoint that a delta checkpoint still needs."""
+
+
+def live_dependents(path: str | os.PathLike) -> list[str]:
+    """Delta checkpoints written against ``path`` that still exist and still name it as their base."""
+    path = Path(path).absolute()
+    _, man = read_metadata(path)
+    live = []
+    d = path / DEPENDENTS_DIR
+    for entry in sorted(d.glob("*.json")) if d.is_dir() else []:
+        try:
+            ref = json.loads(entry.read_text())
+            _, dep = read_metadata(ref["path"])
+        except (CheckpointError, OSError, ValueError, KeyError):
+            continue  # the dependent is gone (deleted, or its save never published)
+        if dep.base is not None and dep.base.checkpoint_id == man.checkpoint_id:
+            live.append(ref["path"])
+    return live
 
 
 def read_metadata(path: str | os.PathLike) -> tuple[Metadata, Manifest]:

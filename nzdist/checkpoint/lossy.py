@@ -115,10 +115,10 @@ def encode(x: torch.Tensor, kind: str, cfg: Quantized, ref: torch.Tensor | None 
         steps = blocks.abs().amax(dim=1) / levels
         safe = torch.where(steps > 0, steps, torch.ones_like(steps))
         target = blocks if ref_flat is None else blocks - _block_view(ref_flat, cfg.block_size)
+        if not bool(torch.isfinite(steps).all()):  # a NaN/inf anywhere in a block makes its step non-finite
+            raise ValueError("lossy quantisation met a non-finite value; save this tensor losslessly")
         codes = torch.round(target / safe[:, None])
         codes = torch.where(steps[:, None] > 0, codes, torch.zeros_like(codes))
-        if not bool(torch.isfinite(codes).all()):
-            raise ValueError("lossy quantisation met a non-finite value; save this tensor losslessly")
         codes = codes.to(torch.int64).view(-1)[:n]
     lo, width, planes = _pack_codes(codes.to(torch.int64), cctx)
     step_frame = cctx.compress(steps.contiguous().numpy().tobytes())

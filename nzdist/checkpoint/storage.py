@@ -31,7 +31,7 @@ from torch.futures import Future
 import nzdist
 
 from . import atomic, records
-from .files import Checkpoint, read_metadata
+from .files import Checkpoint, CheckpointInUseError, live_dependents, read_metadata
 from .format import (DATA_SUFFIX, DEPENDENTS_DIR, MAGIC, METADATA_NAME, BaseRef, Manifest, Record,
                      pack_metadata)
 
@@ -85,8 +85,14 @@ class NzdistStorageWriter(StorageWriter):
         return plan
 
     def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
-        if self.path.exists() and not self.overwrite:
-            raise FileExistsError(f"{self.path} exists and overwrite=False")
+        if self.path.exists():
+            if not self.overwrite:
+                raise FileExistsError(f"{self.path} exists and overwrite=False")
+            if (self.path / METADATA_NAME).is_file():
+                live = live_dependents(self.path)
+                if live:
+                    raise CheckpointInUseError(f"refusing to replace {self.path}: delta checkpoint(s) "
+                                               f"{', '.join(live)} need it as their base")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic.remove_stale_temps(self.path)
         self._tmp = atomic.temp_dir_for(self.path, self.save_id[:12])

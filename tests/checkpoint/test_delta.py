@@ -80,7 +80,10 @@ def test_missing_or_replaced_base_is_a_clear_error(tmp_path):
     ckpt.save(_sd(model, opt), tmp_path / "a")
     step(model, opt, 1)
     ckpt.save(_sd(model, opt), tmp_path / "b", previous=tmp_path / "a")
-    ckpt.save(_sd(model, opt), tmp_path / "a")  # a different checkpoint now sits where the base was
+    with pytest.raises(ckpt.CheckpointInUseError, match="replace"):  # nzdist will not overwrite a needed base
+        ckpt.save(_sd(model, opt), tmp_path / "a")
+    shutil.rmtree(tmp_path / "a")  # ... but behind its back a different checkpoint can take the base's place
+    ckpt.save(_sd(model, opt), tmp_path / "a")
     with pytest.raises(ckpt.CheckpointError, match="replaced"):
         _load_fresh(tmp_path / "b")
     shutil.rmtree(tmp_path / "a")  # removed behind nzdist's back
