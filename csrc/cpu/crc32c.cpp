@@ -39,11 +39,58 @@ struct Tables {
 
 }  // namespace
 
+#if defined(__SSE4_2__)
+namespace {
+
+// Three independent crc32q streams hide the instruction's 3-cycle latency (3x throughput). The streams are
+// joined with the CRC's linearity: crc(A || B) = shift(crc(A), |B|) ^ crc_from_zero(B), where shift by a fixed
+// kStripe bytes is a 32x32 GF(2) matrix, tabulated once as 4 x 256 entries.
+constexpr size_t kStripe = 2048;
+
+struct Shift {
+  uint32_t t[4][256];
+  Shift() {
+    uint32_t col[32];
+    for (int b = 0; b < 32; b++) {  // image of each basis bit after kStripe zero bytes
+      uint64_t c = 1u << b;
+      for (size_t i = 0; i < kStripe / 8; i++) c = _mm_crc32_u64(c, 0);
+      col[b] = uint32_t(c);
+    }
+    for (int k = 0; k < 4; k++)
+      for (int v = 0; v < 256; v++) {
+        uint32_t r = 0;
+        for (int b = 0; b < 8; b++)
+          if (v >> b & 1) r ^= col[8 * k + b];
+        t[k][v] = r;
+      }
+  }
+  uint32_t operator()(uint32_t c) const {
+    return t[0][c & 0xFF] ^ t[1][(c >> 8) & 0xFF] ^ t[2][(c >> 16) & 0xFF] ^ t[3][c >> 24];
+  }
+};
+
+}  // namespace
+#endif
+
 uint32_t crc32c(const uint8_t* p, size_t n, uint32_t crc) {
   crc = ~crc;
 #if defined(__SSE4_2__)
-  // One stream, latency-bound at 8 bytes per 3 cycles (~8 GB/s): far above the entropy decoder's rate, so the
-  // three-stream interleave with CRC combining is not worth its code here.
+  static const Shift shift;
+  while (n >= 3 * kStripe) {
+    uint64_t a = crc, b = 0, c = 0;
+    for (size_t i = 0; i < kStripe; i += 8) {
+      uint64_t va, vb, vc;
+      std::memcpy(&va, p + i, 8);
+      std::memcpy(&vb, p + kStripe + i, 8);
+      std::memcpy(&vc, p + 2 * kStripe + i, 8);
+      a = _mm_crc32_u64(a, va);
+      b = _mm_crc32_u64(b, vb);
+      c = _mm_crc32_u64(c, vc);
+    }
+    crc = shift(shift(uint32_t(a)) ^ uint32_t(b)) ^ uint32_t(c);
+    p += 3 * kStripe;
+    n -= 3 * kStripe;
+  }
   uint64_t c = crc;
   while (n >= 8) {
     uint64_t v;

@@ -5,16 +5,16 @@
 #include <string>
 
 #include "bytes.h"
+#include "chunk_view.h"
 #include "codec.h"
 #include "crc32c.h"
 #include "parallel.h"
 
-#if defined(__AVX2__)
-#include <immintrin.h>
-#endif
 
 namespace nz {
 namespace {
+
+bool g_force_scalar = false;  // tests flip this to check the SIMD decoder against the scalar reference
 
 [[noreturn]] void fail(const std::string& what) { throw FormatError("nzdist payload: " + what); }
 
@@ -70,122 +70,17 @@ Prepared prepare(const uint8_t* src, uint64_t len, void* dst, uint64_t dst_bytes
   return p;
 }
 
+// Per-thread buffers for one open chunk (decode tables, scratch for the scalar and normalised paths).
 struct Scratch {
-  std::vector<uint32_t> q;
+  std::vector<uint32_t> q, u;
   std::vector<uint32_t> table[kMaxFields];
 };
 
-// Interleaved rANS decode of one field into q (OR-ed in at `shift`). The scalar loop is the reference (and the
-// GPU's per-lane logic); the AVX2 loop runs 8 lanes per vector and hands out renormalisation words in lane
-// order through a prefix-permutation, exactly as a warp does with ballot + popc.
-struct RansLanes {
-  uint32_t st[kLanes];
-  uint64_t pos = 0;
+struct OpenChunk {
+  ChunkView view;
+  DecodeTarget target;
+  uint64_t begin;  // first element
 };
-
-inline void rans_scalar_lane(RansLanes& r, int l, const uint32_t* table, const uint8_t* words, uint64_t n_words,
-                             int shift, uint32_t* out) {
-  uint32_t x = r.st[l];
-  *out |= rans_decode_step(x, table) << shift;
-  if (x < kRansL) {
-    uint32_t w = r.pos < n_words ? get_u16(words, 2 * r.pos) : 0u;
-    x = (x << 16) | w;
-    r.pos++;
-  }
-  r.st[l] = x;
-}
-
-#if defined(__AVX2__)
-struct ExpandTable {  // for an 8-lane need-mask m: lane i takes word rank_m(i) of the next 8
-  alignas(32) int32_t idx[256][8];
-  ExpandTable() {
-    for (int m = 0; m < 256; m++) {
-      int k = 0;
-      for (int i = 0; i < 8; i++) idx[m][i] = (m >> i & 1) ? k++ : 0;
-    }
-  }
-};
-const ExpandTable kExpand;
-
-// Full steps [0, steps) of all 32 lanes; returns with r.st / r.pos updated.
-void rans_steps_avx2(RansLanes& r, const uint32_t* table, const uint8_t* words, uint64_t n_words, uint64_t steps,
-                     int shift, uint32_t* q) {
-  __m256i st[4];
-  for (int v = 0; v < 4; v++) st[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r.st + 8 * v));
-  const __m256i slot_mask = _mm256_set1_epi32(kProbScale - 1), m7ff = _mm256_set1_epi32(0x7FF);
-  const __m256i one = _mm256_set1_epi32(1), m3ff = _mm256_set1_epi32(0x3FF);
-  const __m256i flip = _mm256_set1_epi32(int32_t(0x80000000u));
-  const __m256i l_flipped = _mm256_set1_epi32(int32_t(kRansL ^ 0x80000000u));
-  const __m128i shift_v = _mm_cvtsi32_si128(shift);
-  uint64_t pos = r.pos;
-  for (uint64_t step = 0; step < steps; step++) {
-    uint32_t* out = q + step * kLanes;
-    for (int v = 0; v < 4; v++) {
-      __m256i x = st[v];
-      __m256i e = _mm256_i32gather_epi32(reinterpret_cast<const int*>(table), _mm256_and_si256(x, slot_mask), 4);
-      __m256i freq = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(e, 10), m7ff), one);
-      x = _mm256_add_epi32(_mm256_mullo_epi32(freq, _mm256_srli_epi32(x, kProbBits)), _mm256_srli_epi32(e, 21));
-      __m256i* o = reinterpret_cast<__m256i*>(out + 8 * v);
-      _mm256_storeu_si256(o, _mm256_or_si256(_mm256_loadu_si256(o), _mm256_sll_epi32(_mm256_and_si256(e, m3ff), shift_v)));
-      __m256i need = _mm256_cmpgt_epi32(l_flipped, _mm256_xor_si256(x, flip));  // unsigned x < kRansL
-      int m = _mm256_movemask_ps(_mm256_castsi256_ps(need));
-      if (m) {
-        __m256i w;
-        if (pos + 8 <= n_words) {
-          w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(words + 2 * pos)));
-        } else {  // near the stream's end: never read past it (missing words read as 0, caught by the final check)
-          alignas(32) uint32_t tmp[8];
-          for (int i = 0; i < 8; i++) tmp[i] = pos + i < n_words ? get_u16(words, 2 * (pos + i)) : 0u;
-          w = _mm256_load_si256(reinterpret_cast<const __m256i*>(tmp));
-        }
-        w = _mm256_permutevar8x32_epi32(w, _mm256_load_si256(reinterpret_cast<const __m256i*>(kExpand.idx[m])));
-        x = _mm256_blendv_epi8(x, _mm256_or_si256(_mm256_slli_epi32(x, 16), w), need);
-        pos += __builtin_popcount(unsigned(m));
-      }
-      st[v] = x;
-    }
-  }
-  for (int v = 0; v < 4; v++) _mm256_storeu_si256(reinterpret_cast<__m256i*>(r.st + 8 * v), st[v]);
-  r.pos = pos;
-}
-#endif
-
-bool g_force_scalar = false;  // tests flip this to check the SIMD path against the scalar reference
-
-void rans_decode(const uint8_t* states, const uint32_t* table, const uint8_t* words, uint64_t n_words, uint64_t n,
-                 int shift, uint32_t* q) {
-  RansLanes r;
-  for (int l = 0; l < kLanes; l++) r.st[l] = get_u32(states, 4 * l);
-  const uint64_t full = n / kLanes;
-  uint64_t done = 0;
-#if defined(__AVX2__)
-  if (!g_force_scalar) {
-    rans_steps_avx2(r, table, words, n_words, full, shift, q);
-    done = full;
-  }
-#endif
-  for (uint64_t step = done; step < full; step++)
-    for (int l = 0; l < kLanes; l++) rans_scalar_lane(r, l, table, words, n_words, shift, q + step * kLanes + l);
-  for (int l = 0; l < int(n - full * kLanes); l++)
-    rans_scalar_lane(r, l, table, words, n_words, shift, q + full * kLanes + l);
-  if (r.pos != n_words) fail("entropy-coded stream length does not match its symbols");
-  for (int l = 0; l < kLanes; l++)
-    if (r.st[l] != kRansL) fail("entropy-coded stream is corrupted (final state mismatch)");
-}
-
-void raw_decode(const uint8_t* src, uint64_t n, uint64_t n_pad, int width, int shift, uint32_t* q) {
-  if (width == 8) {
-    for (uint64_t i = 0; i < n; i++) q[i] |= uint32_t(src[i]) << shift;
-    return;
-  }
-  for (uint64_t g = 0; g < n_pad / kLanes; g++) {
-    uint32_t* out = q + g * kLanes;
-    for (int j = 0; j < width; j++) {
-      uint32_t w = get_u32(src, (g * width + j) * 4);
-      for (int l = 0; l < kLanes; l++) out[l] |= ((w >> l) & 1u) << (shift + j);
-    }
-  }
-}
 
 void build_table(const uint8_t* entries, int n_used, int width, uint32_t* table) {
   uint32_t cum = 0;
@@ -202,7 +97,8 @@ void build_table(const uint8_t* entries, int n_used, int width, uint32_t* table)
   if (cum != kProbScale) fail("frequencies do not sum to 2^11");
 }
 
-void decode_chunk(const Prepared& p, uint64_t c, Scratch& scratch) {
+// Validate chunk c (checksum, counts, layout, tables) and describe it for the decoders.
+OpenChunk open_chunk(const Prepared& p, uint64_t c, Scratch& scratch) {
   const HeaderInfo& h = p.h;
   const DTypeInfo d = dtype_info(h.dtype);
   const FieldLayout fl = field_layout(h.dtype, h.keep_bits);
@@ -249,34 +145,34 @@ void decode_chunk(const Prepared& p, uint64_t c, Scratch& scratch) {
   }
   if (off != size) fail("chunk " + std::to_string(c) + " size does not match its layout");
 
-  std::vector<uint32_t>& q = scratch.q;
-  q.assign(n_pad, 0u);
+  ChunkView view{n, n_pad, fl.n, {}};
   for (int f = 0; f < fl.n; f++) {
-    if (mask >> f & 1)
-      rans_decode(fhead[f] + 8, scratch.table[f].data(), fdata[f], n_words[f], n, fl.shift[f], q.data());
-    else
-      raw_decode(fdata[f], n, n_pad, fl.width[f], fl.shift[f], q.data());
+    bool coded = mask >> f & 1;
+    view.field[f] = {coded, fl.width[f], fl.shift[f], coded ? scratch.table[f].data() : nullptr,
+                     coded ? fhead[f] + 8 : nullptr, fdata[f], n_words[f]};
   }
-
   const int drop = d.mant_bits - h.keep_bits;
   const int bytes = d.bits / 8;
-  uint8_t* out = p.dst + begin * bytes;
-  if (!(h.flags & kFlagNormalized)) {
-    // Outputs are element-aligned (torch allocations), and we build with -fno-strict-aliasing.
-    if (bytes == 2) {
-      auto* o = reinterpret_cast<uint16_t*>(out);
-      for (uint64_t i = 0; i < n; i++) o[i] = uint16_t(q[i] << drop);
-    } else {
-      auto* o = reinterpret_cast<uint32_t*>(out);
-      for (uint64_t i = 0; i < n; i++) o[i] = q[i] << drop;
-    }
-    return;
-  }
+  const bool normalised = h.flags & kFlagNormalized;
+  // Normalised payloads decode to u32 bit patterns first, then divide out the block normalisers.
+  if (normalised) scratch.u.resize(n_pad);
+  DecodeTarget target{normalised ? reinterpret_cast<uint8_t*>(scratch.u.data()) : p.dst + begin * bytes,
+                      normalised ? 4 : bytes, drop};
+  return {view, target, begin};
+}
+
+// Block-normalised payloads: multiply the normalisers back in (f32), round into the dtype.
+void finish_chunk(const Prepared& p, const OpenChunk& oc, const Scratch& scratch) {
+  const HeaderInfo& h = p.h;
+  if (!(h.flags & kFlagNormalized)) return;
+  const DTypeInfo d = dtype_info(h.dtype);
   const uint32_t inf = exp_all_ones(d);
-  for (uint64_t i = 0; i < n; i++) {
-    uint32_t u = q[i] << drop;
+  const int bytes = d.bits / 8;
+  uint8_t* out = p.dst + oc.begin * bytes;
+  for (uint64_t i = 0; i < oc.view.n; i++) {
+    uint32_t u = scratch.u[i];
     if ((u & inf) != inf) {
-      float s = bits_f32(get_u32(p.norms, 4 * ((begin + i) / h.block_size)));
+      float s = bits_f32(get_u32(p.norms, 4 * ((oc.begin + i) / h.block_size)));
       u = float_to_dtype(dtype_to_float(u, h.dtype) * s, h.dtype);
     }
     std::memcpy(out + bytes * i, &u, bytes);
@@ -293,9 +189,25 @@ void decode_prepared(const std::vector<Prepared>& jobs, int threads) {
     }
     for (uint64_t c = 0; c < p.h.num_chunks; c++) work.emplace_back(j, c);
   }
-  parallel_for(work.size(), threads, [&](uint64_t i) {
-    thread_local Scratch scratch;
-    decode_chunk(jobs[work[i].first], work[i].second, scratch);
+  // Chunks go in pairs: the SIMD decoder interleaves two chunks' independent rANS chains, which nearly
+  // doubles its throughput (one chunk's 4 vectors of lanes cannot hide the gather-multiply-load latency).
+  const bool simd = !g_force_scalar && simd_decoder_available();
+  const uint64_t group = simd ? 2 : 1;
+  parallel_for((work.size() + group - 1) / group, threads, [&](uint64_t i) {
+    thread_local Scratch scratch[2];
+    const uint64_t first = i * group, count = std::min<uint64_t>(group, work.size() - first);
+    OpenChunk oc[2];
+    for (uint64_t k = 0; k < count; k++)
+      oc[k] = open_chunk(jobs[work[first + k].first], work[first + k].second, scratch[k]);
+    if (!simd) {
+      scratch[0].q.resize(oc[0].view.n_pad);
+      decode_chunk_scalar(oc[0].view, oc[0].target, scratch[0].q.data());
+    } else if (count == 2) {
+      decode_chunk_pair_simd(oc[0].view, oc[0].target, oc[1].view, oc[1].target);
+    } else {
+      decode_chunk_simd(oc[0].view, oc[0].target);
+    }
+    for (uint64_t k = 0; k < count; k++) finish_chunk(jobs[work[first + k].first], oc[k], scratch[k]);
   });
 }
 
