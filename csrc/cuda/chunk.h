@@ -297,6 +297,29 @@ NZ_HD uint32_t build_table(const uint8_t* entries, uint32_t n_used, int width, u
   return cum_base == kProbScale ? 0u : kErrTable;
 }
 
+// field_layout() (format.h) in closed form, so a kernel can keep the widths/shifts of an unrolled field loop in
+// registers (field_layout's dynamic indexing puts its arrays in local memory). Checked against field_layout by
+// the host tests (every dtype and kept-bit count decodes through it).
+struct FieldRegs {
+  int n;
+  int w0, rem, odd;
+};
+NZ_HD FieldRegs field_regs(uint8_t dt, int keep) {
+  const DTypeInfo d = dtype_info(dt);
+  FieldRegs r;
+  r.w0 = 1 + d.exp_bits + (keep < d.sym_mant_bits ? keep : d.sym_mant_bits);
+  r.rem = 1 + d.exp_bits + keep - r.w0;
+  r.odd = r.rem % 8;
+  r.n = 1 + (r.odd ? 1 : 0) + (r.rem - r.odd) / 8;
+  return r;
+}
+NZ_HD int field_width(const FieldRegs& r, int f) { return f == 0 ? r.w0 : (r.odd && f == 1) ? r.odd : 8; }
+NZ_HD int field_shift(const FieldRegs& r, int f) {
+  if (f == 0) return r.rem;
+  if (r.odd) return f == 1 ? r.rem - r.odd : r.rem - r.odd - 8 * (f - 1);
+  return r.rem - 8 * f;
+}
+
 struct ChunkView {
   const uint8_t* ch;      // chunk start
   uint64_t size;          // chunk bytes (from the index)
@@ -318,7 +341,17 @@ struct PayloadCtx {
 template <class W, int NT>
 NZ_HD uint32_t decode_chunk(const PayloadCtx& px, const ChunkView& cv, uint32_t* tables) {
   const DTypeInfo d = dtype_info(px.dtype);
-  const FieldLayout fl = field_layout(px.dtype, px.keep);
+  const FieldRegs fr = field_regs(px.dtype, px.keep);
+  struct {
+    int n;
+    int width[NT], shift[NT];
+  } fl;
+  fl.n = fr.n;
+  NZ_UNROLL
+  for (int f = 0; f < NT; f++) {
+    fl.width[f] = field_width(fr, f);
+    fl.shift[f] = field_shift(fr, f);
+  }
   const uint8_t* ch = cv.ch;
   const uint64_t size = cv.size;
   const uint32_t n = cv.n, n_pad = (n + kLanes - 1) / kLanes * kLanes;

@@ -21,7 +21,7 @@ struct DecodeShape {
 };
 
 template <int NT>
-__global__ void __launch_bounds__(DecodeShape<NT>::kWarps * 32)
+__global__ void __launch_bounds__(DecodeShape<NT>::kWarps * 32, 2)
     decode_kernel(const DecodeJob* __restrict__ jobs, int n_jobs, uint64_t total_items, int verify) {
   extern __shared__ uint32_t smem[];
   uint32_t* crc_table = smem;
