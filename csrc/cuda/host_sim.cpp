@@ -44,6 +44,21 @@ void nzsim_decode_batch(const void* jobs, int n_jobs, int max_fields, int verify
     decode_jobs<4>(js, n_jobs, verify != 0);
 }
 
+// Mismatches between field_layout (format.h) and the closed form the decode kernel uses, over every dtype and
+// kept-bit count.
+int nzsim_field_layout_mismatches() {
+  int bad = 0;
+  for (uint8_t dt : {uint8_t(kBF16), uint8_t(kFP16), uint8_t(kFP32)}) {
+    for (int keep = 0; keep <= dtype_info(dt).mant_bits; keep++) {
+      const FieldLayout fl = field_layout(dt, keep);
+      const FieldRegs fr = field_regs(dt, keep);
+      bad += fl.n != fr.n;
+      for (int f = 0; f < fl.n; f++) bad += fl.width[f] != field_width(fr, f) || fl.shift[f] != field_shift(fr, f);
+    }
+  }
+  return bad;
+}
+
 uint32_t nzsim_crc32c_pieces(const uint8_t* p, uint64_t n, uint64_t piece) {
   // crc32c of p[0:n) computed as XOR of shifted raw CRCs of `piece`-byte pieces (the GPU's combination).
   uint32_t acc = 0;

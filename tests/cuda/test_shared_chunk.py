@@ -56,6 +56,10 @@ def test_crc32c_piecewise_combination_matches_cpu(sim):
             assert sim.crc32c_pieces(buf, piece) == want
 
 
+def test_closed_form_field_layout_matches_format_h(sim):
+    assert sim.so.nzsim_field_layout_mismatches() == 0
+
+
 @pytest.mark.parametrize("dtype", cases.DTYPES)
 def test_lossless_weights_multi_chunk(sim, dtype):
     ct = roundtrip(sim, cases.weights(50_000, dtype).reshape(50, 1000), chunk=4096)
