@@ -15,4 +15,4 @@ if [[ "$(id -u)" == 0 ]]; then ARGS+=(--allow-run-as-root); fi   # Open MPI refu
 if [[ -n "${HOSTFILE:-}" ]]; then ARGS+=(--hostfile "$HOSTFILE"); fi
 # shellcheck disable=SC2206  # MPIRUN_ARGS is split on purpose
 ARGS+=(${MPIRUN_ARGS:-})
-exec mpirun "${ARGS[@]}" python -m nzdist.launch.mpi -m nzdist.launch.compare "$@"
+exec mpirun "${ARGS[@]}" "${PYTHON:-python}" -m nzdist.launch.mpi -m nzdist.launch.compare "$@"

@@ -35,6 +35,6 @@ done
 [[ "$NODE_RANK" =~ ^[0-9]+$ ]] || die "--node_rank must be an integer >= 0, got '$NODE_RANK'"
 if [[ "$NNODES" =~ ^[0-9]+$ ]] && (( NODE_RANK >= NNODES )); then die "--node_rank $NODE_RANK is not below --nnodes $NNODES"; fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-exec python -m torch.distributed.run --nnodes "$NNODES" --node_rank "$NODE_RANK" --nproc_per_node "$NPROC" \
+exec "${PYTHON:-python}" -m torch.distributed.run --nnodes "$NNODES" --node_rank "$NODE_RANK" --nproc_per_node "$NPROC" \
   --rdzv_backend c10d --rdzv_endpoint "$RDZV_ENDPOINT" --rdzv_id "$RDZV_ID" \
   -m nzdist.launch.compare "$@"

@@ -2,7 +2,8 @@
 # One machine, N ranks: the main job's worker (plain FSDP2 vs nzdist.fsdp, same seed and data) under torchrun.
 #   launch/torchrun_single.sh                                   # 2 ranks, CPU/gloo, preset tiny_cpu
 #   NPROC=8 launch/torchrun_single.sh --preset gpu_1b --out out/gpu
-# Extra arguments go to nzdist.launch.compare (--preset, --out, --steps, --batch, --seed, ...).
+# Extra arguments go to nzdist.launch.compare (--preset, --out, --steps, --batch, --seed, ...); PYTHON picks the
+# interpreter (default: python on PATH).
 # `python -m nzdist.launch.main` does the same and picks NPROC and the preset from the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,4 +13,4 @@ if ! [[ "$NPROC" =~ ^[1-9][0-9]*$ ]]; then
   exit 2
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-exec python -m torch.distributed.run --standalone --nproc_per_node "$NPROC" -m nzdist.launch.compare "$@"
+exec "${PYTHON:-python}" -m torch.distributed.run --standalone --nproc_per_node "$NPROC" -m nzdist.launch.compare "$@"

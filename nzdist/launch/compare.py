@@ -196,7 +196,9 @@ def train_run(kind: str, preset: Preset, mesh, tokens, rank: int, world: int,
     from .train import ModelConfig, build_model
 
     cfg = ModelConfig(d_model=preset.d_model, n_layer=preset.n_layer, n_head=preset.n_head, seq_len=preset.seq_len)
-    model = build_model(cfg, preset.seed).to(dtype=_dtype(preset.dtype), device=device)
+    with torch.device(device):  # initialise on the device (a 1B model's CPU init is slow); same seed both runs
+        model = build_model(cfg, preset.seed)
+    model = model.to(dtype=_dtype(preset.dtype))
     shard(kind, model, preset, mesh)
     wire = install_wire_counter(model)
     opt = make_optimizer(kind, model, preset)

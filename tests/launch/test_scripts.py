@@ -86,3 +86,10 @@ def test_mpirun_script_runs_the_main_job_worker(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "losses: IDENTICAL" in r.stdout
     assert_runs_identical(load_report(out), world=2, steps=2)
+
+
+def test_torchrun_single_runs_the_worker(tmp_path):
+    out = tmp_path / "out"
+    r = run(["launch/torchrun_single.sh", *TINY, "--out", str(out)], timeout=180, NPROC=2)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert_runs_identical(load_report(out), world=2, steps=2)
