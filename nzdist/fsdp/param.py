@@ -186,6 +186,29 @@ class CompressedShard(torch.Tensor):
         return (f"CompressedShard(shape={tuple(self.shape)}, dtype={self.dtype}, "
                 f"{'open' if st.dense is not None else 'sealed'}, resident_bytes={st.resident_bytes()})")
 
+    # nn.Module._apply (model.to / .cuda) and FSDP's device move swap traceable subclasses with
+    # torch.utils.swap_tensors, which carries _state along; `param.data = ...` would leave it stale.
+    def __tensor_flatten__(self):
+        return [], (self._state,)
+
+    @staticmethod
+    def __tensor_unflatten__(inner_tensors, ctx, outer_size, outer_stride):
+        return CompressedShard(ctx[0], outer_size, outer_stride)
+
+    def __deepcopy__(self, memo):
+        if id(self) in memo:
+            return memo[id(self)]
+        st = self._state
+        meta = ShardMeta(codec=st.meta.codec, headroom=st.meta.headroom, name=st.meta.name,
+                         trainable=st.meta.trainable, on_overflow=st.meta.on_overflow)  # a new parameter: no capacity
+        new = CompressedShard(_State(self.dense().clone(), meta, owns_storage=True), self.shape)
+        if self.is_sealed:
+            new.seal_()
+        if getattr(self, "_is_param", False):
+            new = torch.nn.Parameter(new, requires_grad=self.requires_grad)
+        memo[id(self)] = new
+        return new
+
     # -- public helpers ------------------------------------------------------------------------------------
     def dense(self) -> torch.Tensor:
         """The current values as a plain tensor (a fresh decode when sealed)."""

@@ -130,3 +130,30 @@ def test_policies_pick_bottom_up():
         nzfsdp.TransformerLayerPolicy({int})
     with pytest.raises(ValueError):
         nzfsdp.SizePolicy(0)
+
+
+def test_module_to_and_deepcopy_keep_compressed_state():
+    net = Net()
+    ref = copy.deepcopy(net).bfloat16()
+    nzfsdp.convert(net)
+    net.bfloat16()  # nn.Module._apply swaps the subclass in whole (torch.utils.swap_tensors)
+    w = net.blocks[0].fc1.weight
+    assert isinstance(w, nzfsdp.CompressedShard) and w.dtype == w.dense().dtype == torch.bfloat16
+    assert torch.equal(int_view(w.dense()), int_view(ref.blocks[0].fc1.weight.detach()))
+    nzfsdp.seal(net)
+    twin = copy.deepcopy(net)
+    w2 = twin.blocks[0].fc1.weight
+    assert isinstance(w2, nn.Parameter) and w2.is_sealed and w2._state is not w._state
+    assert torch.equal(int_view(w2.dense()), int_view(w.dense()))
+    assert twin.head.weight is twin.emb.weight
+
+
+def test_lr_scheduler_drives_the_inner_optimizer():
+    net = Net()
+    nzfsdp.convert(net)
+    opt = nzfsdp.CompressedOptimizer(torch.optim.SGD(net.parameters(), lr=1.0))
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    net(torch.zeros(1, 2, dtype=torch.long)).sum().backward()
+    opt.step()
+    sched.step()
+    assert opt.optimizer.param_groups[0]["lr"] == 0.5
