@@ -666,7 +666,7 @@ template <class W>
 NZ_HD void encode_chunk(const EncodeCfg& cfg, const uint8_t* src, const float* norms, uint64_t c, uint8_t* slot,
                         ChunkMeta* meta, uint32_t* counts, uint32_t* fc, const uint32_t* crc_table) {
   const DTypeInfo d = dtype_info(cfg.dtype);
-  const FieldLayout fl = field_layout(cfg.dtype, cfg.keep);
+  const FieldRegs fl = field_regs(cfg.dtype, cfg.keep);  // closed form: no local-memory arrays
   const uint64_t begin = c * cfg.chunk_elems;
   const uint32_t n = uint32_t(cfg.numel - begin < cfg.chunk_elems ? cfg.numel - begin : cfg.chunk_elems);
   const uint32_t n_pad = (n + kLanes - 1) / kLanes * kLanes;
@@ -678,13 +678,13 @@ NZ_HD void encode_chunk(const EncodeCfg& cfg, const uint8_t* src, const float* n
     bool bad = false;
     uint32_t q = quantize(cfg, d, src, norms, begin + i, bad);
     if (bad) nan_bad[l] = 1;
-    return (q >> fl.shift[f]) & ((1u << fl.width[f]) - 1u);
+    return (q >> field_shift(fl, f)) & ((1u << field_width(fl, f)) - 1u);
   };
 
   uint32_t coded_mask = 0, front = kChunkHeaderBytes, tail = uint32_t(cfg.slot_bytes);
   uint32_t stream_off[kMaxFields] = {}, n_words[kMaxFields] = {};
   for (int f = 0; f < fl.n; f++) {
-    const int width = fl.width[f];
+    const int width = field_width(fl, f);
     const uint32_t alphabet = 1u << width;
     const uint32_t raw_bytes = uint32_t(raw_field_bytes(width, n_pad));
     // Histogram.
@@ -869,7 +869,7 @@ NZ_HD void encode_chunk(const EncodeCfg& cfg, const uint8_t* src, const float* n
   // Raw fields, in field order after the coded headers.
   for (int f = 0; f < fl.n; f++) {
     if (coded_mask >> f & 1) continue;
-    const int width = fl.width[f];
+    const int width = field_width(fl, f);
     uint8_t* dst = slot + front;
     for (uint32_t s = 0; s < steps; s++) {
       const uint32_t i0 = s * kLanes;
