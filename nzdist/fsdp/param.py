@@ -248,6 +248,19 @@ class CompressedShard(torch.Tensor):
             out = func(src.dense(), *args[1:], **kwargs)
             return tree_map_only(torch.Tensor, lambda d: CompressedShard(_State(d, src._state.meta, owns), d.shape,
                                                                           d.stride()), out)
+        if func is aten._to_copy.default and isinstance(args[0], CompressedShard) and args[0].is_sealed \
+                and kwargs.get("dtype", args[0].dtype) == args[0].dtype and "device" in kwargs:
+            # A device move of a sealed shard (FSDP's CPU offload brings the shard over for each all-gather):
+            # move the payload, not a decoded copy.
+            src, device = args[0], torch.device(kwargs["device"])
+            if device == src.device:
+                return CompressedShard(src._state, src.shape)
+            moved = _State(torch.empty(0, dtype=src.dtype, device=device), src._state.meta, owns_storage=True)
+            moved.shape, moved.dense, moved.dirty = src.shape, None, False
+            moved.ct = CompressedTensor.from_bytes(src._state.ct.data.to(device))
+            if src._state.gather_ct is not None:
+                moved.gather_ct = CompressedTensor.from_bytes(src._state.gather_ct.data.to(device))
+            return CompressedShard(moved, src.shape)
         if func in _FACTORY_OPS or func in _COPY_OPS:
             src = args[0]
             plain_src = torch.empty(0, dtype=src.dtype, device=src.device) if func in _FACTORY_OPS else src.dense()
