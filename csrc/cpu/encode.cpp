@@ -10,6 +10,10 @@
 #include "crc32c.h"
 #include "parallel.h"
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 namespace nz {
 namespace {
 
@@ -113,7 +117,7 @@ void rans_encode(const uint16_t* syms, uint64_t n, const EncSymbol* table, Coded
       const bool emit = x >= e.x_max;
       words[emitted] = uint16_t(x & 0xFFFF);
       emitted += emit;
-      x = emit ? x >> 16 : x;
+      x >>= 16 * unsigned(emit);  // a shift, not a select: compilers turn the select into a mispredicted branch
       uint32_t q = uint32_t((static_cast<unsigned __int128>(x) * e.rcp) >> (32 + e.shift));
       out.states[l] = (q << kProbBits) + (x - q * e.freq) + e.cum;
     }
@@ -130,11 +134,28 @@ void write_raw_field(const uint16_t* vals, uint64_t n_pad, int width, uint8_t* d
   }
   for (uint64_t g = 0; g < n_pad / kLanes; g++) {
     const uint16_t* v = vals + g * kLanes;
+#if defined(__AVX2__)
+    // Bytes of the 32 values (low and high halves), then each plane is one movemask of the bit moved to the top.
+    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v));
+    const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + 16));
+    const __m256i lo_mask = _mm256_set1_epi16(0xFF);
+    const __m256i lo = _mm256_permute4x64_epi64(
+        _mm256_packus_epi16(_mm256_and_si256(a, lo_mask), _mm256_and_si256(b, lo_mask)), 0xD8);
+    const __m256i hi = _mm256_permute4x64_epi64(
+        _mm256_packus_epi16(_mm256_srli_epi16(a, 8), _mm256_srli_epi16(b, 8)), 0xD8);
+    for (int j = 0; j < width; j++) {
+      const __m256i src = j < 8 ? lo : hi;
+      // shifting 16-bit lanes left by 7 - (j % 8) puts bit j % 8 of each byte at that byte's top bit
+      const uint32_t w = uint32_t(_mm256_movemask_epi8(_mm256_sll_epi16(src, _mm_cvtsi32_si128(7 - j % 8))));
+      put_u32(dst, (g * width + j) * 4, w);
+    }
+#else
     for (int j = 0; j < width; j++) {
       uint32_t w = 0;
       for (int l = 0; l < kLanes; l++) w |= uint32_t((v[l] >> j) & 1u) << l;
       put_u32(dst, (g * width + j) * 4, w);
     }
+#endif
   }
 }
 
