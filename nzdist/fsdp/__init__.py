@@ -12,11 +12,11 @@ See README.md in this folder for the design (payload capacity, slots) and measur
 from .capacity import DEFAULT_HEADROOM
 from .fully_shard import compressed_shards, convert, fully_shard, seal
 from .memory import MemoryReport, memory_report
-from .optimizer import CompressedOptimizer
+from .optimizer import CompressedOptimizer, open_during_step
 from .param import CompressedShard, ShardMeta
 from .policies import SizePolicy, TransformerLayerPolicy, shard_model
 from .slot import CapacityError, ShardMismatchError
 
 __all__ = ["convert", "fully_shard", "seal", "shard_model", "TransformerLayerPolicy", "SizePolicy",
-           "CompressedOptimizer", "memory_report", "MemoryReport", "CompressedShard", "ShardMeta",
+           "CompressedOptimizer", "open_during_step", "memory_report", "MemoryReport", "CompressedShard", "ShardMeta",
            "CapacityError", "ShardMismatchError", "compressed_shards", "DEFAULT_HEADROOM"]

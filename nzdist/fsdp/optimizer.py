@@ -35,6 +35,30 @@ def _rewrap(value: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
     return local
 
 
+def open_during_step(optimizer: torch.optim.Optimizer) -> tuple:
+    """Step hooks for an optimizer you cannot wrap (e.g. one a framework built): decode every shard that has a
+    gradient before ``step`` and re-encode after -- one encode per shard per step instead of one per in-place op.
+    No batching and no state compression (use :class:`CompressedOptimizer` for those). Returns the hook handles.
+
+        handles = nzdist.fsdp.open_during_step(trainer.optimizer)
+    """
+    opened: list[CompressedShard] = []
+
+    def pre(opt, args, kwargs):
+        for group in opt.param_groups:
+            for p in group["params"]:
+                local = _local(p)
+                if p.grad is not None and isinstance(local, CompressedShard):
+                    local.open_()
+                    opened.append(local)
+
+    def post(opt, args, kwargs):
+        while opened:
+            opened.pop().seal_()
+
+    return optimizer.register_step_pre_hook(pre), optimizer.register_step_post_hook(post)
+
+
 class CompressedOptimizer(torch.optim.Optimizer):
     """``opt = CompressedOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-3), compress_state=True)``"""
 

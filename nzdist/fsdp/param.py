@@ -62,7 +62,7 @@ class _State:
     """
 
     __slots__ = ("dense", "ct", "gather_ct", "dirty", "owns_storage", "meta", "shape", "dtype", "device",
-                 "encodes")
+                 "encodes", "detached", "parent")
 
     def __init__(self, dense: torch.Tensor, meta: ShardMeta, owns_storage: bool):
         self.dense: torch.Tensor | None = dense
@@ -73,6 +73,8 @@ class _State:
         self.meta = meta
         self.shape, self.dtype, self.device = dense.shape, dense.dtype, dense.device
         self.encodes = 0  # resident (re-)encodings so far (frozen parameters: exactly one)
+        self.detached = False  # a part-view of a *sealed* shard: a decoded copy, so writes to it would be lost
+        self.parent: _State | None = None  # for a part-view of an open shard: writes make the parent dirty too
 
     @property
     def numel(self) -> int:
@@ -93,6 +95,8 @@ class _State:
     def mark_dirty(self) -> None:
         self.dirty = True
         self.gather_ct = None  # a compressed cast (mixed precision) is stale: rebuilt at the next all-gather
+        if self.parent is not None:
+            self.parent.mark_dirty()
 
     def seal(self) -> None:
         if self.dense is None or self.numel == 0:
@@ -244,10 +248,16 @@ class CompressedShard(torch.Tensor):
                 return CompressedShard(src._state, shape)
         if func in _SUBVIEW_OPS and isinstance(args[0], CompressedShard):
             src = args[0]
-            owns = src._state.owns_storage or src._state.dense is None
+            sealed = src._state.dense is None
             out = func(src.dense(), *args[1:], **kwargs)
-            return tree_map_only(torch.Tensor, lambda d: CompressedShard(_State(d, src._state.meta, owns), d.shape,
-                                                                          d.stride()), out)
+
+            def part(d):
+                st = _State(d, src._state.meta, owns_storage=src._state.owns_storage or sealed)
+                st.detached = sealed or src._state.detached
+                st.parent = None if sealed else src._state
+                return CompressedShard(st, d.shape, d.stride())
+
+            return tree_map_only(torch.Tensor, part, out)
         if func is aten._to_copy.default and isinstance(args[0], CompressedShard) and args[0].is_sealed \
                 and kwargs.get("dtype", args[0].dtype) == args[0].dtype and "device" in kwargs:
             # A device move of a sealed shard (FSDP's CPU offload brings the shard over for each all-gather):
@@ -270,6 +280,9 @@ class CompressedShard(torch.Tensor):
             return out
 
         mutated = _mutated_shards(func, args, kwargs)
+        if any(s._state.detached for s in mutated):
+            raise RuntimeError(f"{func}: in-place write to part of a sealed CompressedShard would be lost (the part is "
+                               "a decoded copy); call .open_() on the shard first, or write to the whole tensor")
         reseal = []
         for s in mutated:
             if s._state.dense is None:

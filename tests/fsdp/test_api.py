@@ -157,3 +157,22 @@ def test_lr_scheduler_drives_the_inner_optimizer():
     opt.step()
     sched.step()
     assert opt.optimizer.param_groups[0]["lr"] == 0.5
+
+
+def test_step_hooks_encode_once_per_step():
+    torch.manual_seed(0)
+    net, ref = Net().bfloat16(), None
+    ref = copy.deepcopy(net)
+    nzfsdp.convert(net)
+    nzfsdp.seal(net)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=0.1)
+    nzfsdp.open_during_step(opt)
+    opt_ref = torch.optim.AdamW(ref.parameters(), lr=1e-2, weight_decay=0.1)
+    before = {id(s): s.encode_count for s in nzfsdp.compressed_shards(net)}
+    idx = torch.randint(0, 50, (2, 8))
+    for model, o in ((net, opt), (ref, opt_ref)):
+        model(idx).float().mean().backward()
+        o.step()
+    after = nzfsdp.compressed_shards(net)
+    assert all(s.encode_count == before[id(s)] + 1 and s.is_sealed for s in after)
+    assert torch.equal(int_view(net.blocks[1].fc2.weight.dense()), int_view(ref.blocks[1].fc2.weight.detach()))

@@ -162,3 +162,15 @@ def test_capacity_policy():
     assert capacity_for(40, **bf16, headroom=0.02, trainable=True) >= SLOT_HEADER_BYTES + 0.72 * 2000
     # never above raw: an incompressible shard always fits raw
     assert capacity_for(5000, **bf16, headroom=0.02, trainable=True) == SLOT_HEADER_BYTES + 2000
+
+
+def test_writes_to_part_of_a_sealed_shard_raise_instead_of_vanishing():
+    s = sealed(weights(8, 4))
+    part = s[2]  # a decoded copy of one row
+    assert torch.equal(part.dense(), weights(8, 4)[2])
+    with pytest.raises(RuntimeError, match="would be lost"):
+        part.zero_()
+    s.open_()
+    s[2].zero_()  # an open shard's parts are real views
+    s.seal_()
+    assert torch.equal(s.dense()[2], torch.zeros(4, dtype=torch.bfloat16))
