@@ -21,12 +21,13 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("name", choices=BENCHES)
     sub.add_parser("ckpt", help="inspect or convert compressed checkpoints", add_help=False)
     sub.add_parser("demo", help="compress -> stats -> bench on real weights", add_help=False)
+    sub.add_parser("train", help="the main job: plain FSDP2 vs nzdist, same seed, report + plot", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.cmd == "bench":
         module = importlib.import_module(f"nzdist.bench.{args.name}")
     else:
         module = importlib.import_module({"stats": "nzdist.stats", "ckpt": "nzdist.checkpoint.cli",
-                                          "demo": "nzdist.demo"}[args.cmd])
+                                          "demo": "nzdist.demo", "train": "nzdist.launch.main"}[args.cmd])
     return int(module.main(rest) or 0)
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from .. import _C
+from . import cuda as _gpu
 from .config import Codec, Lossless, Lossy
 from .dtypes import dtype_code
 from .tensor import CompressedTensor
@@ -26,13 +27,16 @@ def compress(tensor: torch.Tensor, codec: Codec | None = None, *, threads: int =
     >>> ct = nzdist.compress(w, codec=nzdist.Lossless())          # bit-exact
     >>> ct = nzdist.compress(w, codec=nzdist.Lossy(mantissa_bits=3, block_size=512))
 
-    ``threads``: CPU threads (0 = all cores, or nzdist.set_num_threads / NZDIST_NUM_THREADS).
+    ``threads``: CPU threads (0 = all cores, or nzdist.set_num_threads / NZDIST_NUM_THREADS). CUDA tensors are
+    encoded on the GPU where the CUDA kernels are built (the payload then lives on the GPU), else on the CPU.
     """
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"expected a torch.Tensor, got {type(tensor).__name__}")
     code = dtype_code(tensor.dtype)
     codec = Lossless() if codec is None else codec
     keep, block, chunk = _codec_args(tensor.dtype, codec)
+    if tensor.device.type == "cuda" and _gpu.available():  # GPU kernels: same bytes, payload stays on the GPU
+        return CompressedTensor(_gpu.compress(tensor.detach(), keep, block, chunk), tensor.shape, tensor.dtype)
     src = tensor.detach()
     if src.device.type != "cpu":
         src = src.cpu()
@@ -48,20 +52,32 @@ def _check_out(ct: CompressedTensor, out: torch.Tensor) -> None:
         raise ValueError(f"out is {tuple(out.shape)} {out.dtype}; the payload holds {tuple(ct.shape)} {ct.dtype}")
 
 
-def decompress(ct: CompressedTensor, out: torch.Tensor | None = None, *, threads: int = 0) -> torch.Tensor:
-    """Decode ``ct`` into a new tensor, or into ``out`` (same shape and dtype, any device or layout).
+def decompress(ct: CompressedTensor, out: torch.Tensor | None = None, *, threads: int = 0,
+               check: bool = True) -> torch.Tensor:
+    """Decode ``ct`` into a new tensor (on the payload's device), or into ``out`` (same shape and dtype, any
+    device or layout).
 
-    Raises ``nzdist.FormatError`` for a corrupt payload, checked before anything is written.
+    Raises ``nzdist.FormatError`` for a corrupt payload. On the CPU this is checked before anything is written;
+    on the GPU, decoding is asynchronous and never reads or writes out of bounds, and ``check=False`` skips the
+    host synchronisation that reads the error flags back.
     """
-    return decompress_batch([ct], None if out is None else [out], threads=threads)[0]
+    return decompress_batch([ct], None if out is None else [out], threads=threads, check=check)[0]
 
 
 def decompress_batch(cts: Sequence[CompressedTensor], outs: Sequence[torch.Tensor] | None = None, *,
-                     threads: int = 0) -> list[torch.Tensor]:
-    """Decode many payloads in one multithreaded pass over all their chunks (e.g. every rank's shard after an
-    all-gather). Returns the outputs (``outs`` when given)."""
+                     threads: int = 0, check: bool = True) -> list[torch.Tensor]:
+    """Decode many payloads in one pass over all their chunks (e.g. every rank's shard after an all-gather):
+    one multithreaded CPU call, or one CUDA launch when payloads and outputs are on the GPU. Returns the outputs
+    (``outs`` when given)."""
     if outs is not None and len(outs) != len(cts):
         raise ValueError(f"{len(cts)} payloads but {len(outs)} outputs")
+    if cts and _gpu.available() and all(isinstance(c, CompressedTensor) and c.data.device.type == "cuda" for c in cts) \
+            and (outs is None or all(o.device.type == "cuda" for o in outs)):
+        outs = [torch.empty(c.shape, dtype=c.dtype, device=c.data.device) for c in cts] if outs is None else list(outs)
+        for c, o in zip(cts, outs):
+            _check_out(c, o)
+        _gpu.decompress_batch([c.data for c in cts], outs, check=check)
+        return outs
     results, targets, jobs = [], [], []
     for i, ct in enumerate(cts):
         if not isinstance(ct, CompressedTensor):

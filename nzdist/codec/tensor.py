@@ -62,8 +62,10 @@ class CompressedTensor:
         verified when it is decoded. Raises ``nzdist.FormatError`` for a malformed or truncated payload.
         """
         data = _as_uint8(buf)
-        host = data if data.device.type == "cpu" else data.cpu()
-        info = _C.parse_header(host.data_ptr(), host.numel())
+        # parse_header reads at most the 192-byte header (it checks total_bytes against the length given), so a
+        # GPU payload costs one small copy.
+        host = data if data.device.type == "cpu" else data[: min(data.numel(), 256)].cpu()
+        info = _C.parse_header(host.data_ptr(), data.numel())
         return cls(data[: info["total_bytes"]], info["shape"], CODE_DTYPES[info["dtype"]])
 
     def __repr__(self) -> str:
