@@ -93,6 +93,9 @@ def fully_shard(module: nn.Module | list[nn.Module], *, mesh=None, codec=None, f
     """
     from torch.distributed.fsdp import fully_shard as torch_fully_shard  # looked up late, like accelerate does
 
+    if reshard_after_forward is not None and not isinstance(reshard_after_forward, bool):
+        raise NotImplementedError(f"reshard_after_forward={reshard_after_forward!r}: FSDP2 supports only True/False "
+                                  "for parameters with all-gather extensions (nzdist's compressed shards)")
     modules = list(module) if isinstance(module, (list, tuple)) else [module]
     convert(modules, codec=codec, frozen_codec=frozen_codec, headroom=headroom, on_overflow=on_overflow)
     if mp_policy is not None:

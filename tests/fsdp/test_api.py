@@ -176,3 +176,10 @@ def test_step_hooks_encode_once_per_step():
     after = nzfsdp.compressed_shards(net)
     assert all(s.encode_count == before[id(s)] + 1 and s.is_sealed for s in after)
     assert torch.equal(int_view(net.blocks[1].fc2.weight.dense()), int_view(ref.blocks[1].fc2.weight.detach()))
+
+
+def test_bad_arguments_fail_early_with_clear_errors():
+    with pytest.raises(NotImplementedError, match="True/False"):
+        nzfsdp.fully_shard(Net(), reshard_after_forward=2)
+    with pytest.raises(TypeError, match="TransformerLayerPolicy"):
+        nzfsdp.shard_model(Net(), policy={Block})
