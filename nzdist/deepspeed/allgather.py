@@ -19,7 +19,7 @@ from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
 
 from nzdist import accounting
 
-from .partitions import CompressedPartitions, group_of, partition_numel, valid_numel
+from .partitions import CompressedPartitions, group_of, group_size, partition_numel, rank_in_group, valid_numel
 
 
 def exchange_sizes(local: list[int], group) -> torch.Tensor:
@@ -78,8 +78,8 @@ def all_gather_compressed(params: list, partitions: CompressedPartitions) -> Com
     if stale:  # invalidated outside an optimizer step (e.g. GatheredParameters(modifier_rank=...))
         partitions.refresh(stale)
     group = group_of(params[0])
-    rank = params[0].ds_zero_partition_rank
-    world = params[0].ds_zero_partition_world_size
+    rank = rank_in_group(params[0])
+    world = group_size(params[0])
     caps = [max(partitions.sizes(p)) for p in params]
     offsets, total = [], 0
     for c in caps:

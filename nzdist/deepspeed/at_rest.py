@@ -20,7 +20,7 @@ import torch
 
 import nzdist
 
-from .partitions import CompressedPartitions, partition_numel, valid_numel
+from .partitions import CompressedPartitions, partition_numel, rank_in_group, valid_numel
 
 
 class FlatBufferAtRest:
@@ -44,6 +44,7 @@ class FlatBufferAtRest:
         self.group_numels = [t.numel() for t in optimizer.fp16_partitioned_groups_flat]
         self.params = [p for group in optimizer.fp16_groups for p in group]  # the buffer's order
         self.member_ids = {id(p) for p in self.params}
+        self.ranks = [rank_in_group(p) for p in self.params]  # sub-groups may differ (expert groups)
         self.released = False
 
     def release(self) -> None:
@@ -73,11 +74,11 @@ class FlatBufferAtRest:
             t.data = buf.narrow(0, offset, n)
             offset += n
         offset, cts, outs = 0, [], []
-        for p in self.params:
+        for p, rank in zip(self.params, self.ranks):
             n = partition_numel(p)
             view = buf.narrow(0, offset, n)
             if self.partitions.manages(p):
-                valid = valid_numel(p, p.ds_zero_partition_rank)
+                valid = valid_numel(p, rank)
                 if decode and valid:
                     cts.append(nzdist.CompressedTensor.from_bytes(self.partitions.payload(p).cpu()))
                     outs.append(view.narrow(0, 0, valid))

@@ -20,7 +20,7 @@ from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
 from deepspeed.runtime.zero.utils import assert_ints_same_as_other_ranks
 
 from .allgather import all_gather_compressed
-from .partitions import CompressedPartitions, by_group
+from .partitions import CompressedPartitions, by_group, group_size
 
 _ORIGINAL = "_nzdist_original"
 
@@ -42,7 +42,7 @@ def _split(params, partitions: CompressedPartitions, exact_only: bool):
         wanted = partitions.exact(p) if exact_only else partitions.manages(p)
         # hpZ: a parameter holding a secondary (intra-node) partition gathers from it, dense, over the fast
         # intra-node group; its primary (inter-node) gathers are the compressed ones.
-        if wanted and p.ds_secondary_tensor is None and p.ds_zero_partition_world_size > 1:
+        if wanted and p.ds_secondary_tensor is None and group_size(p) > 1:
             ours.append(p)
         else:
             rest.append(p)
@@ -143,7 +143,7 @@ def _materialize_before(obj, name: str, partitions: CompressedPartitions) -> Non
 
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
-        partitions.materialize()  # stays dense until the next step end frees it again
+        partitions.materialize(partitions.flat.params)  # dense until the next step end frees it again
         return method(*args, **kwargs)
 
     setattr(obj, name, wrapper)

@@ -44,6 +44,19 @@ def group_of(param):
     return param.ds_process_group
 
 
+def rank_in_group(param) -> int:
+    # DeepSpeed 0.19 also caches this as param.ds_zero_partition_rank; 0.18 does not.
+    from deepspeed import comm as dist
+
+    return dist.get_rank(group=group_of(param))
+
+
+def group_size(param) -> int:
+    from deepspeed import comm as dist
+
+    return dist.get_world_size(group=group_of(param))
+
+
 def by_group(params: Iterable) -> list[list]:
     """Parameters split by partition group, each list in ds_id order (the order every rank agrees on)."""
     groups = defaultdict(list)
@@ -108,7 +121,7 @@ class CompressedPartitions:
 
         params = [p for p in params if self.manages(p)]
         for group in by_group(params):
-            rank = group[0].ds_zero_partition_rank
+            rank = rank_in_group(group[0])
             local = []
             for p in group:
                 e = self._entries[p.ds_id]
@@ -145,7 +158,7 @@ class CompressedPartitions:
             e = self._entries.get(getattr(p, "ds_id", None))
             if e is None or not e.at_rest:
                 continue
-            ps, rank = partition_numel(p), p.ds_zero_partition_rank
+            ps, rank = partition_numel(p), rank_in_group(p)
             dense = torch.zeros(ps, dtype=p.ds_tensor.dtype, device=p.ds_tensor.device)
             n = valid_numel(p, rank)
             if n:

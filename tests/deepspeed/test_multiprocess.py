@@ -81,6 +81,7 @@ def test_losses_bit_identical_to_dense(launcher, ds_launcher_ranks, torchrun_ran
 
 def test_checkpoint_round_trip_continues_identically(ds_launcher_ranks):
     for rank in ds_launcher_ranks:
+        assert rank["neuzip"]["memory"]["trainable_at_rest"]  # the shipped config keeps partitions compressed
         assert rank["resumed"]["losses"] == rank["neuzip"]["losses"][10:]
         _assert_compressed(rank["resumed"])  # re-encoded after load, still compressed
 
@@ -96,6 +97,7 @@ def test_checkpoint_compress_wires_nzdist_checkpoint_engine(ds_launcher_ranks):
 
 def test_partitions_compressed_at_rest(torchrun_ranks):
     for rank in torchrun_ranks:
+        assert rank["neuzip"]["memory"]["released_bytes"] == 0  # compress_at_rest off: DeepSpeed's dense buffer
         at_rest = rank["frozen_at_rest"]
         assert at_rest["losses"] == rank["frozen_dense"]["losses"]
         assert rank["frozen_at_rest_resumed"]["losses"] == at_rest["losses"][10:]

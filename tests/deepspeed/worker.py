@@ -106,7 +106,9 @@ def main() -> int:
         runs["checkpoint_engine"] = {"stand_in": stand_in, "saves": getattr(engine_cls, "saves", None),
                                      "loads": getattr(engine_cls, "loads", None)}
     else:
-        runs["neuzip"] = train_deepspeed(cfg, 20, MODEL, tokens=tokens)
+        dense_at_rest = copy.deepcopy(cfg)  # bf16 partitions kept dense between steps, as DeepSpeed keeps them
+        dense_at_rest["neuzip"]["compress_at_rest"] = False
+        runs["neuzip"] = train_deepspeed(dense_at_rest, 20, MODEL, tokens=tokens)
         # Frozen weights kept compressed at rest, then gathered lossily: the two "frozen" modes.
         at_rest = copy.deepcopy(cfg)
         at_rest["neuzip"].update(compress_at_rest=True)
@@ -118,7 +120,7 @@ def main() -> int:
         runs["edit_dense"] = edit_between_steps(dense_config(cfg), tokens, freeze=FROZEN)
         runs["edit_at_rest"] = edit_between_steps(at_rest, tokens, freeze=FROZEN)
         lossy = copy.deepcopy(cfg)
-        lossy["neuzip"].update(codec="lossy", mantissa_bits=3, params="frozen")
+        lossy["neuzip"].update(codec="lossy", mantissa_bits=3, params="frozen", compress_at_rest=False)
         runs["frozen_lossy"] = train_deepspeed(lossy, 20, MODEL, tokens=tokens, freeze=FROZEN)
         # ZeRO++ hpZ last: DeepSpeed keeps its secondary process group process-wide, so every engine created
         # after an hpZ engine in the same process uses secondary partitions too.
