@@ -38,6 +38,7 @@ def assert_parity(cases: dict) -> None:
         assert r["losses_equal"], f"{name}: losses differ from plain fully_shard"
         assert r["params_differ"] == [], f"{name}: final parameters differ: {r['params_differ']}"
         assert r["all_sealed"], f"{name}: shards left decoded after the optimizer step"
+        assert r["dense_buffers_freed"], f"{name}: FSDP's dense shard buffers still hold memory"
         assert r["state_dict_dense"], f"{name}: state_dict holds compressed tensors"
         assert r["all_gathers"] > 0 and r["compressed_params"] > 0
 

@@ -92,6 +92,21 @@ CASES = {
 }
 
 
+def dense_buffers_freed(model) -> bool:
+    """FSDP keeps its padded shard buffer (`_sharded_param_data`) referenced; for compressed shards that storage
+    must have been released when the shard was sealed (torch internals: test-only)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    ok = True
+    for m in model.modules():
+        group = m._get_fsdp_state()._fsdp_param_group if isinstance(m, FSDPModule) else None
+        for fp in group.fsdp_params if group else ():
+            if isinstance(fp._sharded_local_tensor, nzfsdp.CompressedShard) and fp._sharded_local_tensor.numel():
+                ok &= fp._sharded_param_data._state.dense is None or \
+                    fp._sharded_param_data._state.dense.untyped_storage().size() == 0
+    return ok
+
+
 def run_case(name, rank):
     builder, dtype, layers, kw, wrap_opt, *how = CASES[name]
     torch.manual_seed(0)
@@ -112,9 +127,11 @@ def run_case(name, rank):
     mem = nzdist.fsdp.memory_report(nzm, opt_n)
     sealed = all(s.is_sealed or s.numel() == 0 for s in nzfsdp.compressed_shards(nzm))
     fp, fn = full_params(plain), full_params(nzm)
+    freed = dense_buffers_freed(nzm)
     sd_plain_locals = all(type(getattr(v, "_local_tensor", v)) is torch.Tensor for v in nzm.state_dict().values())
     return {"losses_equal": lp == ln, "params_differ": same_bits(fp, fn), "loss_first": lp[0], "loss_last": lp[-1],
-            "all_sealed": sealed, "state_dict_dense": sd_plain_locals, "compressed_params": mem.compressed_params,
+            "all_sealed": sealed, "dense_buffers_freed": freed,
+            "state_dict_dense": sd_plain_locals, "compressed_params": mem.compressed_params,
             "all_gathers": comm.all_gathers, "comm_ratio": comm.ratio, "param_ratio_vs_bf16": mem.param_ratio_vs_bf16,
             "plain_s": t1 - t0, "nzdist_s": t2 - t1}
 
