@@ -13,7 +13,8 @@ from .capacity import DEFAULT_HEADROOM
 from .fully_shard import compressed_shards, convert, fully_shard, seal
 from .memory import MemoryReport, memory_report
 from .optimizer import CompressedOptimizer, open_during_step
-from .param import CompressedShard, ShardMeta
+from .param import CompressedShard
+from .state import ShardMeta
 from .policies import SizePolicy, TransformerLayerPolicy, shard_model
 from .slot import CapacityError, ShardMismatchError
 

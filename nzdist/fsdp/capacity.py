@@ -69,3 +69,11 @@ def capacity_for(max_payload: int, *, padded_numel: int, dtype: torch.dtype, hea
             data = max(data, math.ceil(_TRAINED_FRACTION.get(dtype, 1.0) * raw))
         data = min(data, raw)
     return SLOT_HEADER_BYTES + -(-data // 16) * 16  # 16-byte aligned slots keep every rank's payload aligned
+
+
+def spill_raw(local_dense, target: torch.Tensor, owner: int, group) -> None:
+    """Broadcast rank ``owner``'s shard raw into ``target`` on every rank of ``group`` (the overflow fallback).
+    ``local_dense`` is called on the owner only (it decodes that rank's shard)."""
+    buf = local_dense().to(target.dtype).contiguous() if dist.get_rank(group) == owner else torch.empty_like(target)
+    dist.broadcast(buf, src=dist.get_global_rank(group, owner), group=group)
+    target.copy_(buf)

@@ -11,7 +11,8 @@ from torch.distributed.tensor import DTensor
 from nzdist.codec import Lossless, Lossy
 
 from .capacity import DEFAULT_HEADROOM
-from .param import SUPPORTED_DTYPES, CompressedShard, ShardMeta
+from .param import CompressedShard
+from .state import SUPPORTED_DTYPES, ShardMeta
 
 _HOOKED = "_nzdist_state_dict_hooked"
 _LOAD_HOOKED = "_nzdist_load_hooked"

@@ -21,7 +21,8 @@ from torch.distributed.tensor import DTensor
 
 from nzdist.codec import Lossless, Lossy
 
-from .param import SUPPORTED_DTYPES, CompressedShard, ShardMeta
+from .param import CompressedShard
+from .state import SUPPORTED_DTYPES, ShardMeta
 
 
 def _local(t):

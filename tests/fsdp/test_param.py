@@ -11,7 +11,8 @@ from conftest import int_view
 
 import nzdist
 from nzdist.fsdp.capacity import capacity_for
-from nzdist.fsdp.param import CompressedShard, ShardMeta
+from nzdist.fsdp.param import CompressedShard
+from nzdist.fsdp.state import ShardMeta
 from nzdist.fsdp.slot import KIND_OVERFLOW, SLOT_HEADER_BYTES, CapacityError, read_slot_header, write_slot
 
 
