@@ -74,7 +74,7 @@ class Checkpoint:
         if self._base is not None:
             self._base.close()
 
-    def __enter__(self) -> "Checkpoint":
+    def __enter__(self) -> Checkpoint:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -94,7 +94,7 @@ class Checkpoint:
             f = self._files[name] = open(p, "rb", buffering=0)
         return f
 
-    def base(self) -> "Checkpoint":
+    def base(self) -> Checkpoint:
         if self._base is None:
             ref = self.manifest.base
             if ref is None:

@@ -25,7 +25,6 @@ import struct
 from dataclasses import dataclass
 
 import torch
-import zstandard
 
 LINEAR = 1
 LOG = 2
@@ -99,6 +98,8 @@ def encode(x: torch.Tensor, kind: str, cfg: Quantized, ref: torch.Tensor | None 
     item (delta save) or None. Returns the payload :func:`decode` reads."""
     flat = x.detach().reshape(-1).float()
     n = flat.numel()
+    import zstandard  # imported here: plain lossless checkpoints work without it
+
     cctx = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
     ref_flat = None if ref is None else ref.reshape(-1).float()
     if kind == "exp_avg_sq" and (n == 0 or bool((flat >= 0).all())):
@@ -142,6 +143,8 @@ def decode(payload, shape: torch.Size, dtype: torch.dtype, ref: torch.Tensor | N
     scheme, block, n, lo, width = _HEAD.unpack_from(buf)
     if n != shape.numel():
         raise ValueError(f"lossy payload holds {n} elements, expected {shape.numel()}")
+    import zstandard
+
     dctx = zstandard.ZstdDecompressor()
     pos = _HEAD.size
 

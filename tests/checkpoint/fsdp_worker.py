@@ -12,7 +12,6 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
-import nzdist
 import nzdist.checkpoint as ckpt
 
 

@@ -38,7 +38,8 @@ def test_engine_round_trip_and_corruption(tmp_path):
     eng.save(tree, str(path))
     got = eng.load(str(path))
     assert torch.equal(got["module"]["w"], tree["module"]["w"]) and got["module"]["w"].dtype == torch.bfloat16
-    assert torch.equal(got["optimizer_state_dict"]["fp32_flat_groups"][0], tree["optimizer_state_dict"]["fp32_flat_groups"][0])
+    flat = "optimizer_state_dict", "fp32_flat_groups"
+    assert torch.equal(got[flat[0]][flat[1]][0], tree[flat[0]][flat[1]][0])
     assert got["optimizer_state_dict"]["step"] == 7 and got["ds_version"] == "0.19.8"
     assert torch.equal(got["ints"], tree["ints"]) and torch.equal(got["pair"][1], tree["pair"][1])
     raw = bytearray(path.read_bytes())
