@@ -129,8 +129,9 @@ def _worker(args) -> int:
 
     counter = _SentBytes()
     results = []
+    plain = {**cfg, "neuzip": {**cfg["neuzip"], "compress_at_rest": False}}
     at_rest = {**cfg, "neuzip": {**cfg["neuzip"], "compress_at_rest": True}}
-    for name, config in (("zero3 dense", dense_config(cfg)), ("zero3 + nzdist", cfg),
+    for name, config in (("zero3 dense", dense_config(cfg)), ("zero3 + nzdist", plain),
                          ("zero3 + nzdist at rest", at_rest), ("zero3 dense (again)", dense_config(cfg))):
         counter.take()
         r = train_deepspeed(config, total, model_cfg, tokens=tokens, init=args.weights)
