@@ -21,7 +21,7 @@ from nzdist.accounting import record_all_gather
 from nzdist.codec import CompressedTensor, FormatError, decompress
 
 from .capacity import agree_capacity, spill_raw
-from .slot import KIND_OVERFLOW, KIND_RAW, SLOT_HEADER_BYTES, CapacityError, read_slot_header
+from .slot import KIND_OVERFLOW, KIND_RAW, SLOT_HEADER_BYTES, CapacityError, read_slot_headers
 
 
 def pre_all_gather(shard, mesh, outer_size, mp_policy) -> tuple[tuple[torch.Tensor, ...], tuple]:
@@ -73,7 +73,7 @@ def post_all_gather(shard, all_gather_outputs, metadata, *, out=None):
     else:
         flats = [o.view(-1) for o in all_gather_outputs]
         slots = [torch.cat([f[r * padded_numel:(r + 1) * padded_numel] for f in flats]) for r in range(world)]
-    headers = [read_slot_header(s, capacity, rank=r, name=name) for r, s in enumerate(slots)]
+    headers = read_slot_headers(slots, capacity, name=name)
     over = [(r, n) for r, (kind, n) in enumerate(headers) if kind == KIND_OVERFLOW]
     if over and meta.on_overflow == "raise":
         detail = ", ".join(f"rank {r} needs {n} bytes" for r, n in over)
