@@ -61,6 +61,14 @@ def test_parity_two_ranks(tmp_path):
     assert r["ok"]
 
 
+def test_parity_one_rank(tmp_path):
+    """One rank (the single-GPU case): FSDP2 skips the collective and copies our slot itself; still bit-exact."""
+    r = torchrun("parity.py", 1, ["gpt_bf16", "gpt_mp"], tmp_path)
+    for rank in per_rank(r):
+        assert_parity(rank["cases"])
+    assert r["ok"]
+
+
 def test_parity_four_ranks(tmp_path):
     """Four ranks: the vocabulary (83 rows) shards unevenly, padded rank included."""
     r = torchrun("parity.py", 4, ["gpt_bf16", "llama_bf16"], tmp_path)
