@@ -78,10 +78,18 @@ class NzdistCheckpointEngine(CheckpointEngine):
     """``engine.checkpoint_engine = NzdistCheckpointEngine()``: ``save_checkpoint``/``load_checkpoint`` then
     write and read compressed, checksummed files (lossless by default, ``codec=nzdist.Lossy(...)`` opt-in)."""
 
-    def __init__(self, config_params=None, codec=None):
+    def __init__(self, config_params=None, codec=None, mantissa_bits: int = 3, block_size: int = 512):
+        """``codec``: an nzdist codec, or (from a JSON ``"neuzip": {"checkpoint": {...}}`` section) the string
+        ``"lossless"`` (default) or ``"lossy"`` with ``mantissa_bits``/``block_size``."""
         super().__init__(config_params)
         self.name = "NzdistCheckpointEngine"
-        self.codec = codec if codec is not None else nzdist.Lossless()
+        if codec is None or codec == "lossless":
+            codec = nzdist.Lossless()
+        elif codec == "lossy":
+            codec = nzdist.Lossy(mantissa_bits=mantissa_bits, block_size=block_size)
+        elif not isinstance(codec, (nzdist.Lossless, nzdist.Lossy)):
+            raise ValueError(f'checkpoint codec must be "lossless", "lossy" or an nzdist codec, got {codec!r}')
+        self.codec = codec
 
     def create(self, info: CheckpointCommitInfo):
         pass

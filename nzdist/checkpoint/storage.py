@@ -154,6 +154,7 @@ class NzdistStorageWriter(StorageWriter):
             else:
                 storage[wr.index] = wr.storage_data
         metadata.storage_data = storage
+        metadata.storage_meta = self.storage_meta()
         base_ref, depth = None, 0
         if self._base is not None:
             bpath, bman = self._base

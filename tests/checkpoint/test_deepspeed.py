@@ -50,6 +50,13 @@ def test_engine_round_trip_and_corruption(tmp_path):
     path.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(ChecksumError, match=r"x\.pt.*truncated"):
         eng.load(str(path))
+    lossy = NzdistCheckpointEngine(codec="lossy", mantissa_bits=7, block_size=0)  # JSON-style options
+    lossy.save({"w": tree["optimizer_state_dict"]["fp32_flat_groups"][0]}, str(tmp_path / "l.pt"))
+    w = tree["optimizer_state_dict"]["fp32_flat_groups"][0]
+    err = (lossy.load(str(tmp_path / "l.pt"))["w"] - w).abs() / w.abs()
+    assert 0 < err.max() <= 2.0**-8
+    with pytest.raises(ValueError, match="codec"):
+        NzdistCheckpointEngine(codec="zip")
     plain = tmp_path / "plain.pt"  # files DeepSpeed's default engine wrote still load
     torch.save({"a": torch.ones(2)}, plain)
     assert torch.equal(eng.load(str(plain))["a"], torch.ones(2))
