@@ -51,12 +51,14 @@ def per_rank(result: dict) -> list[dict]:
 
 def test_parity_two_ranks(tmp_path):
     """Tiny GPT (bf16; reshard False + plain AdamW; fp32 + bf16 MixedPrecisionPolicy; CPU offload; tied embedding
-    sharded as a list of modules like accelerate) and a transformers Llama (nzdist.fsdp.fully_shard, and
+    sharded as a list of modules like accelerate), a transformers GPT-2 with tied embeddings, and a transformers
+    Llama (nzdist.fsdp.fully_shard, and
     nzdist.fsdp.convert + torch's own fully_shard as accelerate would call it): 20 AdamW steps, bit-identical."""
     r = torchrun("parity.py", 2, [], tmp_path)
     for rank in per_rank(r):
         assert set(rank["cases"]) == {"gpt_bf16", "gpt_bf16_noreshard_plainopt", "gpt_mp", "gpt_offload",
-                                      "gpt_tied_list", "llama_bf16", "llama_convert_torch_fully_shard"}
+                                      "gpt_tied_list", "llama_bf16", "llama_convert_torch_fully_shard",
+                                      "gpt2_tied_hf"}
         assert_parity(rank["cases"])
     assert r["ok"]
 

@@ -32,6 +32,18 @@ def tiny_llama():
     return LlamaForCausalLM(cfg)
 
 
+def tiny_gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(vocab_size=83, n_positions=32, n_embd=32, n_layer=2, n_head=4, resid_pdrop=0.0, embd_pdrop=0.0,
+                     attn_pdrop=0.0)  # tie_word_embeddings: lm_head shares wte
+    return GPT2LMHeadModel(cfg)
+
+
+def gpt2_layers(m):
+    return list(m.transformer.h)
+
+
 def logits_of(model, x):
     out = model(x)
     return out.logits if hasattr(out, "logits") else out
@@ -89,6 +101,7 @@ CASES = {
                     {"offload_policy": CPUOffloadPolicy(pin_memory=False), "reshard_after_forward": True}, True),
     "gpt_tied_list": (tied_gpt, torch.bfloat16, gpt_tied_groups, {}, True),
     "llama_bf16": (tiny_llama, torch.bfloat16, llama_layers, {}, True),
+    "gpt2_tied_hf": (tiny_gpt2, torch.bfloat16, gpt2_layers, {}, True),
     "llama_convert_torch_fully_shard": (tiny_llama, torch.bfloat16, llama_layers, {}, False, "convert"),
 }
 
