@@ -31,6 +31,8 @@ import math
 import torch
 import torch.distributed as dist
 
+from nzdist.accounting import record_all_gather
+
 from .slot import SLOT_HEADER_BYTES, ShardMismatchError
 
 DEFAULT_HEADROOM = 0.02
@@ -74,6 +76,9 @@ def capacity_for(max_payload: int, *, padded_numel: int, dtype: torch.dtype, hea
 def spill_raw(local_dense, target: torch.Tensor, owner: int, group) -> None:
     """Broadcast rank ``owner``'s shard raw into ``target`` on every rank of ``group`` (the overflow fallback).
     ``local_dense`` is called on the owner only (it decodes that rank's shard)."""
-    buf = local_dense().to(target.dtype).contiguous() if dist.get_rank(group) == owner else torch.empty_like(target)
+    mine = dist.get_rank(group) == owner
+    buf = local_dense().to(target.dtype).contiguous() if mine else torch.empty_like(target)
     dist.broadcast(buf, src=dist.get_global_rank(group, owner), group=group)
+    if mine:  # honest wire accounting: the spilled bytes were sent on top of the slot (no dense counterpart)
+        record_all_gather(buf.numel() * buf.element_size(), 0)
     target.copy_(buf)
