@@ -52,11 +52,14 @@ class FlatBufferAtRest:
         if self.released:
             return
         for p in self.params:
-            if self.partitions.manages(p):
+            # Keep a private dense copy where DeepSpeed may still read it: parameters nzdist does not compress
+            # (small, below min_numel) and ones frozen after initialize (Stage 3 builds their zero gradient
+            # with zeros_like(ds_tensor)).
+            if self.partitions.manages(p) and p.requires_grad:
                 assert not self.partitions.is_stale(p), "release() needs every payload current"
                 p.ds_tensor.data = torch.empty(0, dtype=self.dtype, device=self.device)
             else:
-                p.ds_tensor.data = p.ds_tensor.data.clone()  # small: below min_numel
+                p.ds_tensor.data = p.ds_tensor.data.clone()
         for t in self.optimizer.fp16_partitioned_groups_flat:
             t.data = torch.empty(0, dtype=self.dtype, device=self.device)
         self.optimizer.lp_param_buffer.data = torch.empty(0, dtype=self.dtype, device=self.device)
@@ -77,7 +80,7 @@ class FlatBufferAtRest:
         for p, rank in zip(self.params, self.ranks):
             n = partition_numel(p)
             view = buf.narrow(0, offset, n)
-            if self.partitions.manages(p):
+            if p.ds_tensor.numel() == 0:  # released: its payload is the partition
                 valid = valid_numel(p, rank)
                 if decode and valid:
                     cts.append(nzdist.CompressedTensor.from_bytes(self.partitions.payload(p).cpu()))

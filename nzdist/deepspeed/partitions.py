@@ -202,8 +202,7 @@ class CompressedPartitions:
             size = e.payload.numel() if e.payload is not None else 0
             dense += nbytes
             payload += size
-            in_flat = self.flat is not None and self.flat.released and id(p) in self.flat.member_ids
-            if e.at_rest or in_flat:
+            if p.ds_tensor.numel() == 0:  # released (frozen at rest, or the trainable flat buffer freed)
                 released += nbytes
                 at_rest_payload += size
         return {"params": len(self.params), "partition_bytes": dense, "payload_bytes": payload,
