@@ -16,9 +16,8 @@ import warnings
 
 import torch
 
-import nzdist
 from nzdist.accounting import record_all_gather
-from nzdist.codec import CompressedTensor, FormatError, decompress
+from nzdist.codec import CompressedTensor, FormatError, decompress_batch
 
 from .capacity import agree_capacity, spill_raw
 from .slot import KIND_OVERFLOW, KIND_RAW, SLOT_HEADER_BYTES, CapacityError, read_slot_headers
@@ -119,9 +118,4 @@ def post_all_gather(shard, all_gather_outputs, metadata, *, out=None):
 
 
 def _decode_many(cts: list, outs: list) -> None:
-    batch = getattr(nzdist, "decompress_batch", None)
-    if batch is not None and len(cts) > 1:
-        batch(cts, outs)
-        return
-    for ct, o in zip(cts, outs):
-        decompress(ct, out=o)
+    decompress_batch(cts, outs)  # all ranks' chunks in one threaded pass (one launch on the GPU)

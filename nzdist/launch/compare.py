@@ -171,10 +171,7 @@ def memory_of(model, opt) -> dict:
     """Resident parameter and optimizer bytes on this rank -- one accounting for both runs."""
     import nzdist
 
-    report = getattr(nzdist, "memory_report", None)
-    if report is None:  # not re-exported from the package root yet
-        from nzdist.fsdp import memory_report as report
-    return report(model, opt).as_dict()
+    return nzdist.memory_report(model, opt).as_dict()
 
 
 def local_params(model) -> dict:

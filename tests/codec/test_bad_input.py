@@ -115,7 +115,7 @@ def test_fuzz_mutated_payloads(kind, edits, cut, reseal_header):
     bad = bad[: max(1, len(bad) - cut % 64)]
     if reseal_header and len(bad) >= 64:
         header_bytes = struct.unpack_from("<H", bad, 6)[0]
-        if header_bytes <= len(bad) and header_bytes <= 64 + 8 * 16:
+        if 64 <= header_bytes <= min(len(bad), 64 + 8 * 16):
             bad = bytearray(reseal(bad))
     try:
         out = decode(bytes(bad))
