@@ -34,3 +34,16 @@ def test_train_fsdp_backend_torchrun(tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, env=cpu_env(), capture_output=True, text=True, timeout=TIMEOUT)
     result = _check(proc, out, 4)
     assert result["ranks"][0][1]["backend"] == "fsdp"
+
+
+def test_ds_multinode_script_with_a_one_host_hostfile(tmp_path):
+    # The --hostfile form end to end on one machine (no ssh here: DS_ARGS=--no_ssh_check).
+    pytest.importorskip("deepspeed")
+    (tmp_path / "hostfile").write_text("localhost slots=2\n")
+    out = tmp_path / "multinode.json"
+    env = dict(cpu_env(), HOSTFILE=str(tmp_path / "hostfile"), MASTER_ADDR="127.0.0.1",
+               MASTER_PORT=str(free_port()), DS_ARGS="--no_ssh_check")
+    proc = subprocess.run(["bash", "launch/ds_multinode.sh", "--steps", "3", "--d-model", "64", "--compare-dense",
+                           "--json", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    result = _check(proc, out, 3)
+    assert result["ranks"][0][1]["backend"] == "deepspeed"
