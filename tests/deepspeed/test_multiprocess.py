@@ -79,6 +79,12 @@ def test_losses_bit_identical_to_dense(launcher, ds_launcher_ranks, torchrun_ran
         _assert_compressed(rank["neuzip"])
 
 
+def test_persistent_parameters_gathered_compressed(torchrun_ranks):
+    for rank in torchrun_ranks:
+        assert rank["persistent"]["losses"] == rank["dense"]["losses"]
+        _assert_compressed(rank["persistent"])
+
+
 def test_checkpoint_round_trip_continues_identically(ds_launcher_ranks):
     for rank in ds_launcher_ranks:
         assert rank["neuzip"]["memory"]["trainable_at_rest"]  # the shipped config keeps partitions compressed

@@ -109,6 +109,10 @@ def main() -> int:
         dense_at_rest = copy.deepcopy(cfg)  # bf16 partitions kept dense between steps, as DeepSpeed keeps them
         dense_at_rest["neuzip"]["compress_at_rest"] = False
         runs["neuzip"] = train_deepspeed(dense_at_rest, 20, MODEL, tokens=tokens)
+        # Persistent parameters: gathered once after each step through the blocking all_gather path.
+        persistent = copy.deepcopy(cfg)
+        persistent["zero_optimization"]["stage3_param_persistence_threshold"] = 20000
+        runs["persistent"] = train_deepspeed(persistent, 20, MODEL, tokens=tokens)
         # Frozen weights kept compressed at rest, then gathered lossily: the two "frozen" modes.
         at_rest = copy.deepcopy(cfg)
         at_rest["neuzip"].update(compress_at_rest=True)
