@@ -145,3 +145,12 @@ def test_patch_deepspeed_routes_through_nzdist_without_recursion(monkeypatch):
     del cfg["neuzip"]  # no section: the original initialize runs, with the arguments unchanged
     assert deepspeed.initialize(model="m", config=cfg)[0] == "engine"
     assert calls and calls[0]["model"] == "m" and calls[0]["config"] is cfg
+
+
+def test_training_entry_rejects_bad_config_before_training(tmp_path):
+    from nzdist.launch.train import main
+
+    (tmp_path / "bad.json").write_text(json.dumps(_config(codec="lossy", params="frozen", mantissa_bits=9)))
+    with pytest.raises(NeuzipConfigError, match="mantissa_bits must be an int in 0..7"):
+        main(["--config", str(tmp_path / "bad.json"), "--steps", "1"])
+    assert not td.is_initialized()

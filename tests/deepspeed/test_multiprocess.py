@@ -128,6 +128,8 @@ def test_lossy_frozen_weights(torchrun_ranks):
         assert lossy["comm"]["ratio"] < lossless["comm"]["ratio"]  # 3 mantissa bits instead of 7
         assert lossy["losses"] != dense["losses"]  # the forward really used the lossy weights
         assert all(abs(a - b) < 0.25 for a, b in zip(lossy["losses"], dense["losses"]))
+        # ...while blocking gathers (GatheredParameters: saves, user code) still see the exact weights.
+        assert rank["lossy_blocking"] == {"exact": True, "checked": 13}  # embed + blocks.0 (12)
 
 
 def test_zeropp_hpz_alongside(torchrun_ranks):

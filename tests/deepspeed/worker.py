@@ -82,6 +82,32 @@ def edit_between_steps(cfg, tokens, freeze=()):
     return {"losses": losses}
 
 
+def lossy_blocking_gather_is_exact(cfg, tokens):
+    """Lossy frozen weights: the forward uses lossy payloads, but GatheredParameters (saves, user code) must
+    return the exact partitions. Returns whether the gathered frozen weights equal the initial ones bit for bit."""
+    import deepspeed
+    import torch
+
+    from nzdist.deepspeed import initialize
+    from nzdist.launch.train import batch_for_step, build_model, freeze_params
+
+    model = build_model(MODEL, 0)
+    freeze_params(model, FROZEN)
+    reference = {n: p.detach().to(torch.bfloat16).clone() for n, p in model.named_parameters() if not p.requires_grad}
+    engine, *_ = initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
+                            config=cfg)
+    rank, world = td.get_rank(), td.get_world_size()
+    for i in range(2):
+        x, y = batch_for_step(tokens, i, engine.train_micro_batch_size_per_gpu(), MODEL.seq_len, rank, world, 0)
+        engine.backward(engine(x, y))
+        engine.step()
+    frozen = [(n, p) for n, p in engine.module.named_parameters() if n in reference]
+    with deepspeed.zero.GatheredParameters([p for _, p in frozen]):
+        exact = all(torch.equal(p.data.view(torch.int16), reference[n].view(torch.int16)) for n, p in frozen)
+    engine.destroy()
+    return {"exact": exact, "checked": len(frozen)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scenario", choices=("parity_ckpt", "parity_zeropp"), required=True)
@@ -126,6 +152,7 @@ def main() -> int:
         lossy = copy.deepcopy(cfg)
         lossy["neuzip"].update(codec="lossy", mantissa_bits=3, params="frozen", compress_at_rest=False)
         runs["frozen_lossy"] = train_deepspeed(lossy, 20, MODEL, tokens=tokens, freeze=FROZEN)
+        runs["lossy_blocking"] = lossy_blocking_gather_is_exact(lossy, tokens)
         # ZeRO++ hpZ last: DeepSpeed keeps its secondary process group process-wide, so every engine created
         # after an hpZ engine in the same process uses secondary partitions too.
         hpz = copy.deepcopy(cfg)
