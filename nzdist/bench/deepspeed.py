@@ -30,7 +30,9 @@ COLUMNS = ["run", "ranks", "params", "step_ms", "step_vs_dense", "allgather_MB/s
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="nzdist bench deepspeed", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/neuzip_zero.json")
+    from nzdist.launch.train import default_config_path
+
+    p.add_argument("--config", default=default_config_path())
     p.add_argument("--nproc", type=int, default=2)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)

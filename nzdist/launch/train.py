@@ -154,6 +154,15 @@ def batch_for_step(tokens: torch.Tensor, step: int, batch: int, seq: int, rank: 
 
 
 # ------------------------------------------------------------------------------------------- backends
+def default_config_path() -> str:
+    """configs/neuzip_zero.json of this checkout (relative to the working directory if it has one, else next to
+    the nzdist package of an editable install)."""
+    rel = os.path.join("configs", "neuzip_zero.json")
+    if os.path.exists(rel):
+        return rel
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), rel)
+
+
 def dense_config(ds_config: dict) -> dict:
     """The same DeepSpeed config without nzdist: the baseline every comparison uses."""
     cfg = copy.deepcopy(ds_config)
@@ -297,7 +306,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="nzdist.launch.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", choices=("deepspeed", "fsdp"), default="deepspeed")
-    p.add_argument("--config", "--deepspeed_config", dest="config", default="configs/neuzip_zero.json",
+    p.add_argument("--config", "--deepspeed_config", dest="config", default=default_config_path(),
                    help="DeepSpeed JSON config; its top-level \"neuzip\" section configures nzdist")
     p.add_argument("--deepspeed", action="store_true", help="accepted for DeepSpeed launcher compatibility")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
