@@ -153,6 +153,11 @@ def main() -> int:
         lossy["neuzip"].update(codec="lossy", mantissa_bits=3, params="frozen", compress_at_rest=False)
         runs["frozen_lossy"] = train_deepspeed(lossy, 20, MODEL, tokens=tokens, freeze=FROZEN)
         runs["lossy_blocking"] = lossy_blocking_gather_is_exact(lossy, tokens)
+        # fp32 training: partitions and payloads are fp32 (sign+exponent coded, 23 mantissa bits raw).
+        fp32 = copy.deepcopy(cfg)
+        fp32["bf16"] = {"enabled": False}
+        runs["fp32_dense"] = train_deepspeed(dense_config(fp32), 20, MODEL, tokens=tokens)
+        runs["fp32_neuzip"] = train_deepspeed(fp32, 20, MODEL, tokens=tokens)
         # ZeRO++ hpZ last: DeepSpeed keeps its secondary process group process-wide, so every engine created
         # after an hpZ engine in the same process uses secondary partitions too.
         hpz = copy.deepcopy(cfg)
