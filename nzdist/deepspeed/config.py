@@ -49,8 +49,10 @@ class NeuzipConfig:
     params:        "all" trainable and frozen parameters, or "frozen" only.
     min_numel:     parameters with fewer elements are gathered dense (headers cost more than they save).
     stats:         record payload vs dense bytes in ``nzdist.comm_stats()``.
-    compress_at_rest: keep frozen lossless partitions only as compressed bytes between uses
-                   (see README: trainable partitions live in DeepSpeed's flat buffer and stay dense).
+    compress_at_rest: keep the (lossless) partitions only as payloads between uses: frozen ones always,
+                   trainable ones by freeing DeepSpeed's flat low-precision buffer between optimizer steps
+                   (at_rest.py; README: where that is not possible and why).
+    checkpoint:    {"compress": true, ...} saves engine checkpoints through nzdist's checkpoint engine.
     """
 
     enabled: bool = True
