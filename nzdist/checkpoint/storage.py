@@ -155,6 +155,8 @@ class NzdistStorageWriter(StorageWriter):
                 storage[wr.index] = wr.storage_data
         metadata.storage_data = storage
         metadata.storage_meta = self.storage_meta()
+        if self._base is not None and not any(r.encoding in records.BASED for r in storage.values()):
+            self._base = None  # nothing matched the base (e.g. other sharding): a full checkpoint, no dependency
         base_ref, depth = None, 0
         if self._base is not None:
             bpath, bman = self._base

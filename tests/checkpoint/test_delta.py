@@ -95,3 +95,13 @@ def test_delta_against_itself_is_refused(tmp_path):
     ckpt.save({"a": torch.ones(2)}, tmp_path / "a")
     with pytest.raises(ValueError, match="itself"):
         ckpt.save({"a": torch.ones(2)}, tmp_path / "a", previous=tmp_path / "a")
+
+
+def test_nothing_in_common_with_base_is_a_full_checkpoint(tmp_path):
+    ckpt.save({"a": torch.randn(100)}, tmp_path / "a")
+    res = ckpt.save({"b": torch.randn(100)}, tmp_path / "b", previous=tmp_path / "a")
+    assert res.kind == "full" and ckpt.manifest(tmp_path / "b").base is None
+    assert ckpt.dependents(tmp_path / "a") == []
+    ckpt.delete(tmp_path / "a")  # b does not need it
+    got = {"b": torch.zeros(100)}
+    ckpt.load(got, tmp_path / "b")
