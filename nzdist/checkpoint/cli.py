@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import zlib
 from collections import defaultdict
 from pathlib import Path
 
 from tqdm import tqdm
 
 from .files import Checkpoint
-from .format import CheckpointError
+from .format import CheckpointError, ChecksumError
 
 
 def _fmt_bytes(n: float) -> str:
@@ -82,7 +83,15 @@ def inspect(path: str, verify: bool = False, show_all: bool = False, out=sys.std
                     else:
                         ck.read_record(rec)
                     bar.update(rec.length)
-            print(f"verified {len(recs)} records: all checksums match and every record decodes", file=out)
+            for name, (_size, crc) in sorted(man.files.items()):
+                with open(ck.path / name, "rb") as f:
+                    got = 0
+                    while chunk := f.read(1 << 24):
+                        got = zlib.crc32(chunk, got)
+                if got != crc:
+                    raise ChecksumError(f"{ck.path / name}: whole-file checksum mismatch (file corrupted)")
+            print(f"verified {len(recs)} records and {len(man.files)} data files: all checksums match and every "
+                  "record decodes", file=out)
         return {"dense": dense, "stored": stored, "tensors": len(rows)}
 
 
