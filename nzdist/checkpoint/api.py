@@ -71,8 +71,12 @@ def load(state_dict: dict, path: str | os.PathLike, *, process_group=None) -> di
     >>> nzdist.checkpoint.load(sd, "ckpt/step100"); model.load_state_dict(sd["model"])
     """
     read_metadata(path)  # a missing or corrupt checkpoint fails here with a clear error, on every rank alike
-    with _dcp_call():
-        dcp.load(state_dict, storage_reader=NzdistStorageReader(path), process_group=process_group)
+    reader = NzdistStorageReader(path)
+    try:
+        with _dcp_call():
+            dcp.load(state_dict, storage_reader=reader, process_group=process_group)
+    finally:
+        reader.close()  # the open data files of the checkpoint and of its delta chain
     return state_dict
 
 

@@ -108,7 +108,11 @@ def convert(path: str, out: str, fmt: str = "dcp") -> None:
         total = sum(r.length for r in ck.metadata.storage_data.values())
     with tqdm(total=total, unit="B", unit_scale=True, desc="decode", file=sys.stderr) as bar, _dcp_call():
         # DCP's own "load everything into an empty state dict" (it rebuilds the nesting from the metadata).
-        sd = _load_state_dict_from_keys(storage_reader=NzdistStorageReader(path, progress=bar.update))
+        reader = NzdistStorageReader(path, progress=bar.update)
+        try:
+            sd = _load_state_dict_from_keys(storage_reader=reader)
+        finally:
+            reader.close()
     if fmt == "dcp":
         with tqdm(total=1, desc="write DCP", file=sys.stderr) as bar, _dcp_call():
             dcp.save(sd, storage_writer=dcp.FileSystemWriter(out), no_dist=True)
