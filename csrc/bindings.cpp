@@ -100,7 +100,8 @@ PYBIND11_MODULE(_C, m) {
     return nz::crc32c(as_ptr(src), len, crc);
   }, py::arg("src_ptr"), py::arg("len"), py::arg("crc") = 0);
 
-  m.def("_set_force_scalar", &nz::set_force_scalar, "testing: decode with the scalar reference loop");
+  m.def("_decoders", &nz::available_decoders, "chunk decoders in this build: scalar, avx2, avx512");
+  m.def("_set_decoder", &nz::set_decoder, "testing/benchmarks: force a chunk decoder ('auto' = fastest)");
   m.def("set_num_threads", &nz::set_default_threads);
   m.def("get_num_threads", &nz::default_threads);
 }

@@ -33,11 +33,23 @@ struct DecodeTarget {
 
 // Throws FormatError if a word stream does not end exactly with every lane back at its initial state.
 void decode_chunk_scalar(const ChunkView& c, const DecodeTarget& t, uint32_t* q_scratch);
-// The SIMD decoder (AVX2), where this build has one; same results as decode_chunk_scalar.
-bool simd_decoder_available();
-void decode_chunk_simd(const ChunkView& c, const DecodeTarget& t);
-// Two independent chunks at once: their rANS dependency chains interleave.
-void decode_chunk_pair_simd(const ChunkView& a, const DecodeTarget& ta, const ChunkView& b, const DecodeTarget& tb);
+// SIMD decoders, where this build has them (same results as decode_chunk_scalar). decode_pair decodes two
+// independent chunks at once so that their rANS dependency chains interleave in the core.
+struct RansLanes;
+namespace avx2 {
+bool available();
+void decode_one(const ChunkView& c, const DecodeTarget& t);
+void decode_pair(const ChunkView& a, const DecodeTarget& ta, const ChunkView& b, const DecodeTarget& tb);
+}  // namespace avx2
+namespace avx512 {
+bool available();
+void decode_one(const ChunkView& c, const DecodeTarget& t);
+void decode_pair(const ChunkView& a, const DecodeTarget& ta, const ChunkView& b, const DecodeTarget& tb);
+}  // namespace avx512
+
+// The SIMD decoders' last, partial step, one lane at a time (continuing each coded field's lanes), and the
+// integrity check of every coded field.
+void finish_tail_scalar(const ChunkView& c, const DecodeTarget& t, RansLanes* lanes);
 
 }  // namespace nz
 

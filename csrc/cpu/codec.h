@@ -67,8 +67,11 @@ struct DecodeJob {
 // All chunks of all payloads in one parallel pass (e.g. every rank's shard after an all-gather).
 void decode_batch(const std::vector<DecodeJob>& jobs, int threads);
 
-// Testing: decode with the scalar reference loop instead of the SIMD one.
-void set_force_scalar(bool on);
+// Chunk decoders: the scalar reference and the SIMD ones this build has; "auto" picks the fastest. For tests and
+// benchmarks: every decoder must give the same results.
+enum class Decoder { kAuto, kScalar, kAvx2, kAvx512 };
+std::vector<std::string> available_decoders();
+void set_decoder(const std::string& name);
 
 // Largest payload encode() can produce for this many elements (the raw fallback bounds it when lossless).
 uint64_t max_encoded_bytes(uint64_t numel, int ndim, const EncodeParams& params);

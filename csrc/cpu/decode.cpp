@@ -14,7 +14,8 @@
 namespace nz {
 namespace {
 
-bool g_force_scalar = false;  // tests flip this to check the SIMD decoder against the scalar reference
+// Which chunk decoder runs: the best this build has, unless a test asks for another (set_decoder).
+Decoder g_decoder = Decoder::kAuto;
 
 [[noreturn]] void fail(const std::string& what) { throw FormatError("nzdist payload: " + what); }
 
@@ -191,7 +192,10 @@ void decode_prepared(const std::vector<Prepared>& jobs, int threads) {
   }
   // Chunks go in pairs: the SIMD decoder interleaves two chunks' independent rANS chains, which nearly
   // doubles its throughput (one chunk's 4 vectors of lanes cannot hide the gather-multiply-load latency).
-  const bool simd = !g_force_scalar && simd_decoder_available();
+  Decoder which = g_decoder;
+  if (which == Decoder::kAuto)
+    which = avx512::available() ? Decoder::kAvx512 : avx2::available() ? Decoder::kAvx2 : Decoder::kScalar;
+  const bool simd = which != Decoder::kScalar;
   const uint64_t group = simd ? 2 : 1;
   parallel_for((work.size() + group - 1) / group, threads, [&](uint64_t i) {
     thread_local Scratch scratch[2];
@@ -202,10 +206,12 @@ void decode_prepared(const std::vector<Prepared>& jobs, int threads) {
     if (!simd) {
       scratch[0].q.resize(oc[0].view.n_pad);
       decode_chunk_scalar(oc[0].view, oc[0].target, scratch[0].q.data());
-    } else if (count == 2) {
-      decode_chunk_pair_simd(oc[0].view, oc[0].target, oc[1].view, oc[1].target);
+    } else if (which == Decoder::kAvx512) {
+      if (count == 2) avx512::decode_pair(oc[0].view, oc[0].target, oc[1].view, oc[1].target);
+      else avx512::decode_one(oc[0].view, oc[0].target);
     } else {
-      decode_chunk_simd(oc[0].view, oc[0].target);
+      if (count == 2) avx2::decode_pair(oc[0].view, oc[0].target, oc[1].view, oc[1].target);
+      else avx2::decode_one(oc[0].view, oc[0].target);
     }
     for (uint64_t k = 0; k < count; k++) finish_chunk(jobs[work[first + k].first], oc[k], scratch[k]);
   });
@@ -278,7 +284,20 @@ void decode(const uint8_t* src, uint64_t len, void* dst, uint64_t dst_bytes, int
   decode_prepared({prepare(src, len, dst, dst_bytes)}, threads);
 }
 
-void set_force_scalar(bool on) { g_force_scalar = on; }
+std::vector<std::string> available_decoders() {
+  std::vector<std::string> names{"scalar"};
+  if (avx2::available()) names.push_back("avx2");
+  if (avx512::available()) names.push_back("avx512");
+  return names;
+}
+
+void set_decoder(const std::string& name) {
+  if (name == "auto") g_decoder = Decoder::kAuto;
+  else if (name == "scalar") g_decoder = Decoder::kScalar;
+  else if (name == "avx2" && avx2::available()) g_decoder = Decoder::kAvx2;
+  else if (name == "avx512" && avx512::available()) g_decoder = Decoder::kAvx512;
+  else throw std::invalid_argument("nzdist: decoder '" + name + "' is not in this build");
+}
 
 void decode_batch(const std::vector<DecodeJob>& jobs, int threads) {
   std::vector<Prepared> prepared;

@@ -15,6 +15,24 @@ bool rans_lanes_ok(const RansLanes& r, const FieldView& f) {
   return true;
 }
 
+void finish_tail_scalar(const ChunkView& c, const DecodeTarget& t, RansLanes* lanes) {
+  const uint64_t full = c.n / kLanes;
+  const int tail = int(c.n - full * kLanes);
+  for (int l = 0; l < tail; l++) {
+    uint64_t j = full * kLanes + l;
+    uint32_t q = 0;
+    for (int f = 0; f < c.n_fields; f++) {
+      const FieldView& fv = c.field[f];
+      q |= (fv.coded ? rans_lane_step(lanes[f], l, fv) : raw_field_value(fv, j)) << fv.shift;
+    }
+    q <<= t.drop;
+    std::memcpy(t.dst + j * t.elem_bytes, &q, t.elem_bytes);
+  }
+  for (int f = 0; f < c.n_fields; f++)
+    if (c.field[f].coded && !rans_lanes_ok(lanes[f], c.field[f]))
+      throw FormatError("nzdist payload: entropy-coded stream is corrupted");
+}
+
 namespace {
 
 void rans_field(const FieldView& f, uint64_t n, uint32_t* q) {

@@ -10,7 +10,7 @@
 #if defined(__AVX2__)
 #include <immintrin.h>
 
-namespace nz {
+namespace nz::avx2 {
 namespace {
 
 struct ExpandTable {  // for an 8-lane need-mask m: lane i takes word rank_m(i) of the next 8
@@ -146,45 +146,30 @@ void init_lanes(const ChunkView& c, VecLanes* lanes) {
   }
 }
 
-// The last, partial step one lane at a time (continuing each coded field's lanes), then the integrity check.
-void finish_tail(const ChunkView& c, const DecodeTarget& t, VecLanes* lanes) {
-  const uint64_t full = c.n / kLanes;
-  const int tail = int(c.n - full * kLanes);
+void finish(const ChunkView& c, const DecodeTarget& t, VecLanes* lanes) {
   RansLanes scalar[kMaxFields];
   for (int f = 0; f < c.n_fields; f++) {
     if (!c.field[f].coded) continue;
     for (int v = 0; v < 4; v++) _mm256_storeu_si256(reinterpret_cast<__m256i*>(scalar[f].st + 8 * v), lanes[f].st[v]);
     scalar[f].pos = lanes[f].pos;
   }
-  for (int l = 0; l < tail; l++) {
-    uint64_t j = full * kLanes + l;
-    uint32_t q = 0;
-    for (int f = 0; f < c.n_fields; f++) {
-      const FieldView& fv = c.field[f];
-      q |= (fv.coded ? rans_lane_step(scalar[f], l, fv) : raw_field_value(fv, j)) << fv.shift;
-    }
-    q <<= t.drop;
-    __builtin_memcpy(t.dst + j * t.elem_bytes, &q, t.elem_bytes);
-  }
-  for (int f = 0; f < c.n_fields; f++)
-    if (c.field[f].coded && !rans_lanes_ok(scalar[f], c.field[f]))
-      throw FormatError("nzdist payload: entropy-coded stream is corrupted");
+  finish_tail_scalar(c, t, scalar);
 }
 
 }  // namespace
 
-bool simd_decoder_available() { return true; }
+bool available() { return true; }
 
-void decode_chunk_simd(const ChunkView& c, const DecodeTarget& t) {
+void decode_one(const ChunkView& c, const DecodeTarget& t) {
   VecLanes lanes[1][kMaxFields];
   init_lanes(c, lanes[0]);
   const ChunkView* cs[1] = {&c};
   const DecodeTarget* ts[1] = {&t};
   fused_steps<1>(cs, ts, lanes, 0, c.n / kLanes);
-  finish_tail(c, t, lanes[0]);
+  finish(c, t, lanes[0]);
 }
 
-void decode_chunk_pair_simd(const ChunkView& a, const DecodeTarget& ta, const ChunkView& b, const DecodeTarget& tb) {
+void decode_pair(const ChunkView& a, const DecodeTarget& ta, const ChunkView& b, const DecodeTarget& tb) {
   VecLanes lanes[2][kMaxFields];
   init_lanes(a, lanes[0]);
   init_lanes(b, lanes[1]);
@@ -194,22 +179,22 @@ void decode_chunk_pair_simd(const ChunkView& a, const DecodeTarget& ta, const Ch
   fused_steps<2>(cs, ts, lanes, 0, both);
   fused_steps<1>(cs, ts, lanes, both, fa);
   fused_steps<1>(cs + 1, ts + 1, lanes + 1, both, fb);
-  finish_tail(a, ta, lanes[0]);
-  finish_tail(b, tb, lanes[1]);
+  finish(a, ta, lanes[0]);
+  finish(b, tb, lanes[1]);
 }
 
-}  // namespace nz
+}  // namespace nz::avx2
 
 #else
 
 #include <stdexcept>
 
-namespace nz {
-bool simd_decoder_available() { return false; }
-void decode_chunk_simd(const ChunkView&, const DecodeTarget&) { throw std::logic_error("no SIMD decoder"); }
-void decode_chunk_pair_simd(const ChunkView&, const DecodeTarget&, const ChunkView&, const DecodeTarget&) {
-  throw std::logic_error("no SIMD decoder");
+namespace nz::avx2 {
+bool available() { return false; }
+void decode_one(const ChunkView&, const DecodeTarget&) { throw std::logic_error("no AVX2 decoder"); }
+void decode_pair(const ChunkView&, const DecodeTarget&, const ChunkView&, const DecodeTarget&) {
+  throw std::logic_error("no AVX2 decoder");
 }
-}  // namespace nz
+}  // namespace nz::avx2
 
 #endif

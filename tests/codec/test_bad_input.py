@@ -37,8 +37,15 @@ def reseal(buf: bytearray) -> bytes:
     return bytes(buf)
 
 
+@pytest.fixture(params=_C._decoders())
+def decoder(request):
+    _C._set_decoder(request.param)
+    yield request.param
+    _C._set_decoder("auto")
+
+
 @pytest.mark.parametrize("kind", ["coded", "lossy-normalised", "raw"])
-def test_every_single_byte_corruption_is_detected(kind):
+def test_every_single_byte_corruption_is_detected(kind, decoder):
     good = payloads()[kind]
     decode(good)
     for i in range(len(good)):

@@ -11,11 +11,17 @@ DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 SMALL_CHUNKS = nzdist.Lossless(chunk_elems=1024)  # many chunks from small tensors
 
 
-@pytest.fixture(params=["simd", "scalar"])
+@pytest.fixture(params=_C._decoders())
 def decode_loop(request):
-    _C._set_force_scalar(request.param == "scalar")
+    """Every chunk decoder this build has (scalar reference, AVX2, AVX-512) must give the same bits."""
+    _C._set_decoder(request.param)
     yield request.param
-    _C._set_force_scalar(False)
+    _C._set_decoder("auto")
+
+
+def test_unknown_decoder_is_refused():
+    with pytest.raises(ValueError, match="not in this build"):
+        _C._set_decoder("neon-on-x86")
 
 
 def weights(n, dtype, seed=0):
