@@ -2,10 +2,9 @@
 // replace the AVX2 tricks: the lanes needing a renormalisation word are a compare mask, the words reach them by
 // vpexpandd (the prefix permutation in one instruction), and a raw bit-plane is OR-ed into 32 bytes through
 // its own bits as a byte mask. Must match decode_chunk_scalar bit for bit (tests run every decoder built).
-#include <algorithm>
-
 #include "chunk_view.h"
 #include "codec.h"
+#include "simd_driver.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #include <immintrin.h>
@@ -16,6 +15,10 @@ namespace {
 struct Lanes {
   __m512i st[2];
   uint64_t pos;
+};
+
+struct Acc {
+  __m512i v[2];
 };
 
 inline __m512i load_words(const FieldView& f, uint64_t pos) {
@@ -32,7 +35,7 @@ inline __m512i load_words(const FieldView& f, uint64_t pos) {
 
 // One step (32 symbols) of one coded field: both vectors' symbol decodes first, then their word loads, so only
 // the popcount chains the two.
-inline void rans_step(Lanes& L, const FieldView& f, __m512i acc[2]) {
+inline void rans_step(Lanes& L, const FieldView& f, Acc& acc) {
   const __m512i slot_mask = _mm512_set1_epi32(kProbScale - 1), m7ff = _mm512_set1_epi32(0x7FF);
   const __m512i one = _mm512_set1_epi32(1), m3ff = _mm512_set1_epi32(0x3FF), low = _mm512_set1_epi32(kRansL);
   const __m128i shift = _mm_cvtsi32_si128(f.shift);
@@ -42,7 +45,7 @@ inline void rans_step(Lanes& L, const FieldView& f, __m512i acc[2]) {
     __m512i e = _mm512_i32gather_epi32(_mm512_and_si512(L.st[v], slot_mask), f.table, 4);
     __m512i freq = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(e, 10), m7ff), one);
     x[v] = _mm512_add_epi32(_mm512_mullo_epi32(freq, _mm512_srli_epi32(L.st[v], kProbBits)), _mm512_srli_epi32(e, 21));
-    acc[v] = _mm512_or_si512(acc[v], _mm512_sll_epi32(_mm512_and_si512(e, m3ff), shift));
+    acc.v[v] = _mm512_or_si512(acc.v[v], _mm512_sll_epi32(_mm512_and_si512(e, m3ff), shift));
     need[v] = _mm512_cmplt_epu32_mask(x[v], low);
   }
   uint64_t pos = L.pos;
@@ -65,92 +68,49 @@ inline __m256i planes_to_bytes(const uint8_t* words, int b0, int b1) {
   return out;
 }
 
-inline void widen_or(__m256i bytes, int shift, __m512i acc[2]) {
+inline void widen_or(__m256i bytes, int shift, Acc& acc) {
   const __m128i s = _mm_cvtsi32_si128(shift);
-  acc[0] = _mm512_or_si512(acc[0], _mm512_sll_epi32(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(bytes)), s));
-  acc[1] = _mm512_or_si512(acc[1], _mm512_sll_epi32(_mm512_cvtepu8_epi32(_mm256_extracti128_si256(bytes, 1)), s));
+  acc.v[0] = _mm512_or_si512(acc.v[0], _mm512_sll_epi32(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(bytes)), s));
+  acc.v[1] = _mm512_or_si512(acc.v[1], _mm512_sll_epi32(_mm512_cvtepu8_epi32(_mm256_extracti128_si256(bytes, 1)), s));
 }
 
-inline void store_step(const DecodeTarget& t, uint64_t step, __m512i acc[2]) {
+inline void store_step(const DecodeTarget& t, uint64_t step, Acc& acc) {
   const __m128i drop = _mm_cvtsi32_si128(t.drop);
-  for (int v = 0; v < 2; v++) acc[v] = _mm512_sll_epi32(acc[v], drop);
+  for (int v = 0; v < 2; v++) acc.v[v] = _mm512_sll_epi32(acc.v[v], drop);
   if (t.elem_bytes == 2) {
     auto* o = reinterpret_cast<__m256i*>(t.dst + step * kLanes * 2);
-    _mm256_storeu_si256(o, _mm512_cvtepi32_epi16(acc[0]));
-    _mm256_storeu_si256(o + 1, _mm512_cvtepi32_epi16(acc[1]));
+    _mm256_storeu_si256(o, _mm512_cvtepi32_epi16(acc.v[0]));
+    _mm256_storeu_si256(o + 1, _mm512_cvtepi32_epi16(acc.v[1]));
   } else {
     auto* o = reinterpret_cast<__m512i*>(t.dst + step * kLanes * 4);
-    _mm512_storeu_si512(o, acc[0]);
-    _mm512_storeu_si512(o + 1, acc[1]);
+    _mm512_storeu_si512(o, acc.v[0]);
+    _mm512_storeu_si512(o + 1, acc.v[1]);
   }
 }
 
-template <int K>
-void fused_steps(const ChunkView* const* c, const DecodeTarget* const* t, Lanes (*lanes)[kMaxFields], uint64_t s0,
-                 uint64_t s1) {
-  for (uint64_t step = s0; step < s1; step++) {
-    for (int k = 0; k < K; k++) {
-      __m512i acc[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
-      for (int f = 0; f < c[k]->n_fields; f++) {
-        const FieldView& fv = c[k]->field[f];
-        if (fv.coded) {
-          rans_step(lanes[k][f], fv, acc);
-        } else if (fv.width == 8) {
-          widen_or(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(fv.data + step * kLanes)), fv.shift, acc);
-        } else {
-          const uint8_t* planes = fv.data + step * fv.width * 4;
-          widen_or(planes_to_bytes(planes, 0, fv.width < 8 ? fv.width : 8), fv.shift, acc);
-          if (fv.width > 8) widen_or(planes_to_bytes(planes, 8, fv.width), fv.shift + 8, acc);
-        }
-      }
-      store_step(*t[k], step, acc);
-    }
+struct Isa {
+  using Lanes = avx512::Lanes;
+  using Acc = avx512::Acc;
+  static Acc zero() { return {{_mm512_setzero_si512(), _mm512_setzero_si512()}}; }
+  static void rans_step(Lanes& l, const FieldView& f, Acc& acc) { avx512::rans_step(l, f, acc); }
+  static __m256i load_bytes(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+  static __m256i planes_to_bytes(const uint8_t* p, int b0, int b1) { return avx512::planes_to_bytes(p, b0, b1); }
+  static void widen_or(__m256i bytes, int shift, Acc& acc) { avx512::widen_or(bytes, shift, acc); }
+  static void store(const DecodeTarget& t, uint64_t step, Acc& acc) { store_step(t, step, acc); }
+  static void load_states(Lanes& l, const uint8_t* p) {
+    for (int v = 0; v < 2; v++) l.st[v] = _mm512_loadu_si512(p + 64 * v);
   }
-}
-
-void init_lanes(const ChunkView& c, Lanes* lanes) {
-  for (int f = 0; f < c.n_fields; f++) {
-    if (!c.field[f].coded) continue;
-    for (int v = 0; v < 2; v++) lanes[f].st[v] = _mm512_loadu_si512(c.field[f].states + 64 * v);
-    lanes[f].pos = 0;
+  static void store_states(const Lanes& l, uint32_t* st) {
+    for (int v = 0; v < 2; v++) _mm512_storeu_si512(st + 16 * v, l.st[v]);
   }
-}
-
-void finish(const ChunkView& c, const DecodeTarget& t, Lanes* lanes) {
-  RansLanes scalar[kMaxFields];
-  for (int f = 0; f < c.n_fields; f++) {
-    if (!c.field[f].coded) continue;
-    for (int v = 0; v < 2; v++) _mm512_storeu_si512(scalar[f].st + 16 * v, lanes[f].st[v]);
-    scalar[f].pos = lanes[f].pos;
-  }
-  finish_tail_scalar(c, t, scalar);
-}
+};
 
 }  // namespace
 
 bool available() { return true; }
-
-void decode_one(const ChunkView& c, const DecodeTarget& t) {
-  Lanes lanes[1][kMaxFields];
-  init_lanes(c, lanes[0]);
-  const ChunkView* cs[1] = {&c};
-  const DecodeTarget* ts[1] = {&t};
-  fused_steps<1>(cs, ts, lanes, 0, c.n / kLanes);
-  finish(c, t, lanes[0]);
-}
-
+void decode_one(const ChunkView& c, const DecodeTarget& t) { simd::decode_one<Isa>(c, t); }
 void decode_pair(const ChunkView& a, const DecodeTarget& ta, const ChunkView& b, const DecodeTarget& tb) {
-  Lanes lanes[2][kMaxFields];
-  init_lanes(a, lanes[0]);
-  init_lanes(b, lanes[1]);
-  const ChunkView* cs[2] = {&a, &b};
-  const DecodeTarget* ts[2] = {&ta, &tb};
-  const uint64_t fa = a.n / kLanes, fb = b.n / kLanes, both = std::min(fa, fb);
-  fused_steps<2>(cs, ts, lanes, 0, both);
-  fused_steps<1>(cs, ts, lanes, both, fa);
-  fused_steps<1>(cs + 1, ts + 1, lanes + 1, both, fb);
-  finish(a, ta, lanes[0]);
-  finish(b, tb, lanes[1]);
+  simd::decode_pair<Isa>(a, ta, b, tb);
 }
 
 }  // namespace nz::avx512

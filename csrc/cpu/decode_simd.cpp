@@ -2,10 +2,9 @@
 // as final values. rANS runs 8 lanes per vector; the renormalisation words of a vector are handed to its lanes
 // in lane order by a prefix permutation (what a warp does with ballot + popc). Raw bit-planes become bytes by a
 // shuffle + compare. Must match decode_chunk_scalar bit for bit (tests run both).
-#include <algorithm>
-
 #include "chunk_view.h"
 #include "codec.h"
+#include "simd_driver.h"
 
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -29,6 +28,10 @@ struct VecLanes {
   uint64_t pos;
 };
 
+struct Acc {
+  __m256i v[4];
+};
+
 inline __m256i load_words(const FieldView& f, uint64_t pos) {
   if (__builtin_expect(pos + 8 <= f.n_words, 1))
     return _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(f.data + 2 * pos)));
@@ -44,7 +47,7 @@ inline __m256i load_words(const FieldView& f, uint64_t pos) {
 // One step (32 symbols) of one coded field. The four vectors' symbol decodes are independent; only the word
 // positions chain through the popcounts, so all decodes go first, then the loads: the critical path per
 // step is one gather-decode-load round trip, not four.
-inline void rans_vec_step(VecLanes& L, const FieldView& f, __m256i acc[4]) {
+inline void rans_vec_step(VecLanes& L, const FieldView& f, Acc& acc) {
   const __m256i slot_mask = _mm256_set1_epi32(kProbScale - 1), m7ff = _mm256_set1_epi32(0x7FF);
   const __m256i one = _mm256_set1_epi32(1), m3ff = _mm256_set1_epi32(0x3FF);
   const __m256i flip = _mm256_set1_epi32(int32_t(0x80000000u));
@@ -56,7 +59,7 @@ inline void rans_vec_step(VecLanes& L, const FieldView& f, __m256i acc[4]) {
     __m256i e = _mm256_i32gather_epi32(reinterpret_cast<const int*>(f.table), _mm256_and_si256(L.st[v], slot_mask), 4);
     __m256i freq = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(e, 10), m7ff), one);
     x[v] = _mm256_add_epi32(_mm256_mullo_epi32(freq, _mm256_srli_epi32(L.st[v], kProbBits)), _mm256_srli_epi32(e, 21));
-    acc[v] = _mm256_or_si256(acc[v], _mm256_sll_epi32(_mm256_and_si256(e, m3ff), shift));
+    acc.v[v] = _mm256_or_si256(acc.v[v], _mm256_sll_epi32(_mm256_and_si256(e, m3ff), shift));
     need[v] = _mm256_cmpgt_epi32(l_flipped, _mm256_xor_si256(x[v], flip));  // unsigned x < kRansL
     m[v] = _mm256_movemask_ps(_mm256_castsi256_ps(need[v]));
   }
@@ -87,100 +90,55 @@ inline __m256i planes_to_bytes(const uint8_t* words, int b0, int b1) {
   return out;
 }
 
-inline void widen_or(__m256i bytes, int shift, __m256i acc[4]) {
+inline void widen_or(__m256i bytes, int shift, Acc& acc) {
   const __m128i s = _mm_cvtsi32_si128(shift);
   const __m128i lo = _mm256_castsi256_si128(bytes), hi = _mm256_extracti128_si256(bytes, 1);
-  acc[0] = _mm256_or_si256(acc[0], _mm256_sll_epi32(_mm256_cvtepu8_epi32(lo), s));
-  acc[1] = _mm256_or_si256(acc[1], _mm256_sll_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)), s));
-  acc[2] = _mm256_or_si256(acc[2], _mm256_sll_epi32(_mm256_cvtepu8_epi32(hi), s));
-  acc[3] = _mm256_or_si256(acc[3], _mm256_sll_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)), s));
+  acc.v[0] = _mm256_or_si256(acc.v[0], _mm256_sll_epi32(_mm256_cvtepu8_epi32(lo), s));
+  acc.v[1] = _mm256_or_si256(acc.v[1], _mm256_sll_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)), s));
+  acc.v[2] = _mm256_or_si256(acc.v[2], _mm256_sll_epi32(_mm256_cvtepu8_epi32(hi), s));
+  acc.v[3] = _mm256_or_si256(acc.v[3], _mm256_sll_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)), s));
 }
 
-inline void store_step(const DecodeTarget& t, uint64_t step, __m256i acc[4]) {
+inline void store_step(const DecodeTarget& t, uint64_t step, Acc& acc) {
   const __m128i drop = _mm_cvtsi32_si128(t.drop);
-  for (int v = 0; v < 4; v++) acc[v] = _mm256_sll_epi32(acc[v], drop);
+  for (int v = 0; v < 4; v++) acc.v[v] = _mm256_sll_epi32(acc.v[v], drop);
   if (t.elem_bytes == 2) {  // values < 2^16: pack, then undo packus's per-half interleave
-    __m256i a = _mm256_permute4x64_epi64(_mm256_packus_epi32(acc[0], acc[1]), 0xD8);
-    __m256i b = _mm256_permute4x64_epi64(_mm256_packus_epi32(acc[2], acc[3]), 0xD8);
+    __m256i a = _mm256_permute4x64_epi64(_mm256_packus_epi32(acc.v[0], acc.v[1]), 0xD8);
+    __m256i b = _mm256_permute4x64_epi64(_mm256_packus_epi32(acc.v[2], acc.v[3]), 0xD8);
     auto* o = reinterpret_cast<__m256i*>(t.dst + step * kLanes * 2);
     _mm256_storeu_si256(o, a);
     _mm256_storeu_si256(o + 1, b);
   } else {
     auto* o = reinterpret_cast<__m256i*>(t.dst + step * kLanes * 4);
-    for (int v = 0; v < 4; v++) _mm256_storeu_si256(o + v, acc[v]);
+    for (int v = 0; v < 4; v++) _mm256_storeu_si256(o + v, acc.v[v]);
   }
 }
 
-// Fused decode of steps [s0, s1) of K chunks: per step, every field of chunk k is decoded and merged in
-// registers and the 32 results are stored once. With K = 2 the two chunks' rANS chains overlap in the core.
-template <int K>
-void fused_steps(const ChunkView* const* c, const DecodeTarget* const* t, VecLanes (*lanes)[kMaxFields],
-                 uint64_t s0, uint64_t s1) {
-  for (uint64_t step = s0; step < s1; step++) {
-    for (int k = 0; k < K; k++) {
-      __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
-                        _mm256_setzero_si256()};
-      for (int f = 0; f < c[k]->n_fields; f++) {
-        const FieldView& fv = c[k]->field[f];
-        if (fv.coded) {
-          rans_vec_step(lanes[k][f], fv, acc);
-        } else if (fv.width == 8) {
-          widen_or(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(fv.data + step * kLanes)), fv.shift, acc);
-        } else {
-          const uint8_t* planes = fv.data + step * fv.width * 4;
-          widen_or(planes_to_bytes(planes, 0, fv.width < 8 ? fv.width : 8), fv.shift, acc);
-          if (fv.width > 8) widen_or(planes_to_bytes(planes, 8, fv.width), fv.shift + 8, acc);
-        }
-      }
-      store_step(*t[k], step, acc);
-    }
+struct Isa {
+  using Lanes = VecLanes;
+  using Acc = avx2::Acc;
+  static Acc zero() {
+    return {{_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()}};
   }
-}
-
-void init_lanes(const ChunkView& c, VecLanes* lanes) {
-  for (int f = 0; f < c.n_fields; f++) {
-    if (!c.field[f].coded) continue;
-    for (int v = 0; v < 4; v++)
-      lanes[f].st[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c.field[f].states + 32 * v));
-    lanes[f].pos = 0;
+  static void rans_step(Lanes& l, const FieldView& f, Acc& acc) { rans_vec_step(l, f, acc); }
+  static __m256i load_bytes(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+  static __m256i planes_to_bytes(const uint8_t* p, int b0, int b1) { return avx2::planes_to_bytes(p, b0, b1); }
+  static void widen_or(__m256i bytes, int shift, Acc& acc) { avx2::widen_or(bytes, shift, acc); }
+  static void store(const DecodeTarget& t, uint64_t step, Acc& acc) { store_step(t, step, acc); }
+  static void load_states(Lanes& l, const uint8_t* p) {
+    for (int v = 0; v < 4; v++) l.st[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 * v));
   }
-}
-
-void finish(const ChunkView& c, const DecodeTarget& t, VecLanes* lanes) {
-  RansLanes scalar[kMaxFields];
-  for (int f = 0; f < c.n_fields; f++) {
-    if (!c.field[f].coded) continue;
-    for (int v = 0; v < 4; v++) _mm256_storeu_si256(reinterpret_cast<__m256i*>(scalar[f].st + 8 * v), lanes[f].st[v]);
-    scalar[f].pos = lanes[f].pos;
+  static void store_states(const Lanes& l, uint32_t* st) {
+    for (int v = 0; v < 4; v++) _mm256_storeu_si256(reinterpret_cast<__m256i*>(st + 8 * v), l.st[v]);
   }
-  finish_tail_scalar(c, t, scalar);
-}
+};
 
 }  // namespace
 
 bool available() { return true; }
-
-void decode_one(const ChunkView& c, const DecodeTarget& t) {
-  VecLanes lanes[1][kMaxFields];
-  init_lanes(c, lanes[0]);
-  const ChunkView* cs[1] = {&c};
-  const DecodeTarget* ts[1] = {&t};
-  fused_steps<1>(cs, ts, lanes, 0, c.n / kLanes);
-  finish(c, t, lanes[0]);
-}
-
+void decode_one(const ChunkView& c, const DecodeTarget& t) { simd::decode_one<Isa>(c, t); }
 void decode_pair(const ChunkView& a, const DecodeTarget& ta, const ChunkView& b, const DecodeTarget& tb) {
-  VecLanes lanes[2][kMaxFields];
-  init_lanes(a, lanes[0]);
-  init_lanes(b, lanes[1]);
-  const ChunkView* cs[2] = {&a, &b};
-  const DecodeTarget* ts[2] = {&ta, &tb};
-  const uint64_t fa = a.n / kLanes, fb = b.n / kLanes, both = std::min(fa, fb);
-  fused_steps<2>(cs, ts, lanes, 0, both);
-  fused_steps<1>(cs, ts, lanes, both, fa);
-  fused_steps<1>(cs + 1, ts + 1, lanes + 1, both, fb);
-  finish(a, ta, lanes[0]);
-  finish(b, tb, lanes[1]);
+  simd::decode_pair<Isa>(a, ta, b, tb);
 }
 
 }  // namespace nz::avx2
