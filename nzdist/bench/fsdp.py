@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reshard-after-forward", type=int, choices=(0, 1), default=None,
                    help="default: torch's (every group but the root reshards after forward)")
     p.add_argument("--timeout", type=int, default=900, help="seconds per torchrun launch")
-    p.add_argument("--out-dir", default="bench_results")
+    p.add_argument("--out", "--out-dir", dest="out_dir", default="bench_results")
     p.add_argument("--worker", choices=("plain", "nzdist"), help=argparse.SUPPRESS)
     p.add_argument("--result-dir", help=argparse.SUPPRESS)
     return p

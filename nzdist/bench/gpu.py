@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-dfloat11", action="store_true")
     parser.add_argument("--df11-elems", type=int, default=1 << 22,
                         help="elements DFloat11's (pure-Python) encoder is given (default 4Mi)")
-    parser.add_argument("--out-dir", default="bench_results")
+    parser.add_argument("--out", "--out-dir", dest="out_dir", default="bench_results")
     args = parser.parse_args(argv)
 
     from ..codec import cuda
