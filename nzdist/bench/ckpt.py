@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .common import report
+from .common import format_table, report
 
 COLUMNS = ["state", "lr", "method", "bytes", "ratio", "vs_lossless", "write_GB/s", "read_GB/s", "exact", "note"]
 
@@ -54,9 +54,8 @@ def _corpus(tokenizer, n_seq: int, seq_len: int, seed: int) -> torch.Tensor:
     return enc["input_ids"], enc["attention_mask"]
 
 
-def train_state(lr: float, steps: int, interval: int, batch: int = 8, seq_len: int = 32, seed: int = 0):
-    """Returns (model, opt, snapshot_at_steps, final): the fp32 model + AdamW after ``steps`` real steps, a deep
-    copy of its state dict then, and the state after ``interval`` more steps."""
+def _build(lr: float, seed: int, dropout: bool = True):
+    """MiniLM with its trained weights, AdamW, and its tokenizer."""
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoTokenizer, BertModel
 
@@ -64,42 +63,82 @@ def train_state(lr: float, steps: int, interval: int, batch: int = 8, seq_len: i
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tok = AutoTokenizer.from_pretrained(str(d))
-        model = BertModel(AutoConfig.from_pretrained(str(d)))
+        cfg = AutoConfig.from_pretrained(str(d))
+        if not dropout:  # restore-cycle runs: no RNG-driven noise, so any difference is the checkpoint's doing
+            cfg.hidden_dropout_prob = cfg.attention_probs_dropout_prob = 0.0
+        torch.manual_seed(seed)
+        model = BertModel(cfg)
     sd = load_file(str(d / "model.safetensors"))
-    sd = {k.removeprefix("bert."): v for k, v in sd.items()}
-    model.load_state_dict(sd, strict=False)
+    model.load_state_dict({k.removeprefix("bert."): v for k, v in sd.items()}, strict=False)
     model.train()
-    torch.manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    return model, torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01), tok
+
+
+def _contrastive_step(model, opt, x, am, g, mask_id) -> float:
+    """In-batch contrastive loss between a sentence and a copy with 40% of its tokens masked (SimCSE-style
+    augmentation): every sentence must be told apart from the others from a damaged view."""
+
+    def emb(ids):  # mean-pooled sentence embedding (what this model was trained to produce)
+        h = model(input_ids=ids, attention_mask=am).last_hidden_state
+        m = am.unsqueeze(-1).float()
+        return torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1)
+
+    za = emb(x)
+    keep = torch.rand(x.shape, generator=g) > 0.4
+    zb = emb(torch.where(keep | (am == 0), x, mask_id))
+    logits = za @ zb.t() / 0.05
+    loss = torch.nn.functional.cross_entropy(logits, torch.arange(len(logits)))
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+    return loss.item()
+
+
+def train_state(lr: float, steps: int, interval: int, batch: int = 8, seq_len: int = 32, seed: int = 0):
+    """Returns (first, final, losses): deep copies of the fp32 model + AdamW state dicts after ``steps`` real
+    steps and after ``interval`` more."""
+    model, opt, tok = _build(lr, seed)
     ids, mask = _corpus(tok, batch * (steps + interval), seq_len, seed)
-    mask_id = tok.mask_token_id
     g = torch.Generator().manual_seed(seed)
 
     def step(i):
         a = slice(i * batch, (i + 1) * batch)
-
-        def emb_ids(x, am):  # mean-pooled sentence embedding (what this model was trained to produce)
-            h = model(input_ids=x, attention_mask=am).last_hidden_state
-            m = am.unsqueeze(-1).float()
-            return torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1)
-
-        # In-batch contrastive loss between a sentence and a copy with 40% of its tokens masked (SimCSE-style
-        # augmentation): every sentence must be told apart from the others from a damaged view.
-        za = emb_ids(ids[a], mask[a])
-        keep = torch.rand(ids[a].shape, generator=g) > 0.4
-        zb = emb_ids(torch.where(keep | (mask[a] == 0), ids[a], mask_id), mask[a])
-        logits = za @ zb.t() / 0.05
-        loss = torch.nn.functional.cross_entropy(logits, torch.arange(len(logits)))
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        return loss.item()
+        return _contrastive_step(model, opt, ids[a], mask[a], g, tok.mask_token_id)
 
     losses = [step(i) for i in range(steps)]
     first = copy.deepcopy({"model": model.state_dict(), "optim": opt.state_dict()})
     losses += [step(steps + i) for i in range(interval)]
     final = copy.deepcopy({"model": model.state_dict(), "optim": opt.state_dict()})
     return first, final, losses
+
+
+def restore_cycles(lr: float, steps: int, every: int, root: Path, codec, delta: bool, batch: int = 8,
+                   seq_len: int = 32, seed: int = 0) -> tuple[list[float], list[float]]:
+    """Train ``steps`` steps; if ``codec`` is given, every ``every`` steps save with it, rebuild model and
+    optimizer from scratch (other init), load, continue. Returns (losses, save ratios)."""
+    import nzdist.checkpoint as ckpt
+
+    model, opt, tok = _build(lr, seed, dropout=False)
+    ids, mask = _corpus(tok, batch * steps, seq_len, seed)
+    g = torch.Generator().manual_seed(seed)
+    losses, ratios, prev = [], [], None
+    for i in range(steps):
+        a = slice(i * batch, (i + 1) * batch)
+        losses.append(_contrastive_step(model, opt, ids[a], mask[a], g, tok.mask_token_id))
+        if codec is not None and (i + 1) % every == 0 and i + 1 < steps:
+            path = root / f"cycle{i + 1}"
+            res = ckpt.save({"model": model.state_dict(), "optim": opt.state_dict()}, path, codec=codec,
+                            previous=prev if delta else None)
+            ratios.append(res.dense_bytes / res.stored_bytes)
+            prev = path
+            model, opt, _ = _build(lr, seed + 1 + i, dropout=False)
+            # one step on a throwaway batch so the fresh optimizer has state tensors to load into
+            _contrastive_step(model, opt, ids[:2], mask[:2], torch.Generator().manual_seed(99), tok.mask_token_id)
+            sd = {"model": model.state_dict(), "optim": opt.state_dict()}
+            ckpt.load(sd, path)
+            model.load_state_dict(sd["model"])
+            opt.load_state_dict(sd["optim"])
+    return losses, ratios
 
 
 def _dense_bytes(sd) -> int:
@@ -288,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=1, help="timed passes per row (best is reported)")
     ap.add_argument("--out", default="bench_results")
     ap.add_argument("--dir", default=None, help="where checkpoints are written (default: a temp dir)")
+    ap.add_argument("--cycles", type=int, default=0, metavar="STEPS",
+                    help="also train STEPS steps (first lr) with a Quantized() save -> fresh model -> load every "
+                         "STEPS/4 steps, full and delta, and compare the loss with an uninterrupted run")
     ap.add_argument("--quick", action="store_true", help="one lr, 2+1 steps, 1 repeat (smoke test)")
     args = ap.parse_args(argv)
     lrs = [float(x) for x in args.lrs.split(",")]
@@ -295,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         lrs, args.steps, args.interval, args.repeats = lrs[:1], 2, 1, 1
     root = Path(args.dir or tempfile.mkdtemp(prefix="nzdist-bench-ckpt-"))
     root.mkdir(parents=True, exist_ok=True)
-    rows, drows, losses = [], [], {}
+    rows, drows, losses, cycles = [], [], {}, []
     try:
         for lr in lrs:
             t = time.perf_counter()
@@ -309,14 +351,32 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_state("fp32-state", lr, first, final, root, args.repeats)
             drows += delta_methods({"model": bf16_first}, {"model": bf16}, "bf16-weights", lr)
             drows += delta_methods(first, final, "fp32-state", lr)
+        if args.cycles:
+            import nzdist.checkpoint as ckpt
+
+            every = max(1, args.cycles // 4)
+            ref, _ = restore_cycles(lrs[0], args.cycles, every, root, None, False)
+            tail = max(1, args.cycles // 5)
+            for delta in (False, True):
+                got, ratios = restore_cycles(lrs[0], args.cycles, every, root / f"cyc{int(delta)}",
+                                             ckpt.Quantized(), delta)
+                final = (sum(got[-tail:]) - sum(ref[-tail:])) / sum(ref[-tail:])
+                worst = max(abs(a - b) / max(b, 1e-6) for a, b in zip(got[every:], ref[every:]))
+                cycles.append({"lr": lrs[0], "steps": args.cycles, "restore_every": every,
+                               "mode": "lossy delta" if delta else "lossy full",
+                               "ratios": [round(r, 1) for r in ratios],
+                               f"final_loss_change (last {tail})": final, "worst_step_change": worst,
+                               "ref_final_loss": sum(ref[-tail:]) / tail})
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)
     report("ckpt", rows, COLUMNS, out_dir=args.out,
-           extra={"args": vars(args), "losses": {str(k): v for k, v in losses.items()}, "delta_methods": drows})
+           extra={"args": vars(args), "losses": {str(k): v for k, v in losses.items()}, "delta_methods": drows,
+                  "restore_cycles": cycles})
+    if cycles:
+        print()
+        print(format_table(cycles, list(cycles[0])))
     print()
-    from .common import format_table
-
     print(format_table(drows, ["state", "lr", "encoding", "bytes", "ratio", "vs_lossless"]))
     return 0
 
