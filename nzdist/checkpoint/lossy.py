@@ -48,6 +48,7 @@ class Quantized:
     exp_avg_bits: int = 3
     exp_avg_sq_steps_per_octave: int = 1
     block_size: int = 256
+    weight_delta_step: str = "change"
 
     def __post_init__(self) -> None:
         for name in ("weight_bits", "exp_avg_bits"):
@@ -57,6 +58,8 @@ class Quantized:
         if not isinstance(self.exp_avg_sq_steps_per_octave, int) or not 1 <= self.exp_avg_sq_steps_per_octave <= 64:
             raise ValueError(f"exp_avg_sq_steps_per_octave must be an int in 1..64, got "
                              f"{self.exp_avg_sq_steps_per_octave!r}")
+        if self.weight_delta_step not in ("change", "value"):
+            raise ValueError(f'weight_delta_step must be "change" or "value", got {self.weight_delta_step!r}')
         if not isinstance(self.block_size, int) or not 16 <= self.block_size <= (1 << 20):
             raise ValueError(f"block_size must be an int in 16..1048576, got {self.block_size!r}")
 
@@ -113,9 +116,12 @@ def encode(x: torch.Tensor, kind: str, cfg: Quantized, ref: torch.Tensor | None 
         bits = cfg.exp_avg_bits if kind == "exp_avg" else cfg.weight_bits
         levels = (1 << (bits - 1)) - 1
         blocks = _block_view(flat, cfg.block_size)
-        steps = blocks.abs().amax(dim=1) / levels
-        safe = torch.where(steps > 0, steps, torch.ones_like(steps))
         target = blocks if ref_flat is None else blocks - _block_view(ref_flat, cfg.block_size)
+        # A delta save of weights steps by the block's change since the base (plus the base's own error), not by
+        # its values: fine-tuning moves weights far less than a value-sized step, which would undo it.
+        by_change = ref_flat is not None and kind == "weight" and cfg.weight_delta_step == "change"
+        steps = (target if by_change else blocks).abs().amax(dim=1) / levels
+        safe = torch.where(steps > 0, steps, torch.ones_like(steps))
         if not bool(torch.isfinite(steps).all()):  # a NaN/inf anywhere in a block makes its step non-finite
             raise ValueError("lossy quantisation met a non-finite value; save this tensor losslessly")
         codes = torch.round(target / safe[:, None])

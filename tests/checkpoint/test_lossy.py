@@ -83,8 +83,8 @@ def test_lossy_restore_cycles_stay_within_tolerance(tmp_path, reference, delta):
     assert final <= FINAL_TOL and worst <= STEP_TOL, (final, worst)
     assert losses != reference  # the restores really were lossy
     assert min(ratios) > 6  # fp32 model + AdamW state: 32 bits -> under ~5.3 bits per value
-    if delta:  # quantisation-aware deltas: after the first (full) save, almost every code is 0
-        assert min(ratios[1:]) > 10
+    if delta:  # quantisation-aware deltas: optimizer-state codes are mostly 0, weights step by their change
+        assert min(ratios[1:]) > max(8, ratios[0])
 
 
 def test_too_coarse_breaks_tolerance(tmp_path, reference):
