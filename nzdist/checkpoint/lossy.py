@@ -1,13 +1,15 @@
 """Opt-in lossy checkpoints (Inshrinkerator-style): quantise each kind of state as coarsely as training tolerates,
-entropy-code the codes, and quantise *against the previous checkpoint* so that a delta save stores mostly zeros.
+entropy-code the codes, and quantise *against the previous checkpoint* (quantisation-aware delta).
 
 Scheme (justified by measurement in README.md "Lossy"):
 
 - weights and Adam's first moment: block-wise uniform quantisation. Each block of ``block_size`` elements gets
-  a step ``absmax / (2^(bits-1) - 1)``; codes are ``round((x - ref) / step)``, where ``ref`` is zero for a full
-  save and the reconstructed value of the base checkpoint for a delta save. The error is at most step/2 either
-  way and never accumulates along a chain (each save quantises the distance to the *true* value), while between
-  nearby saves almost every code is 0.
+  a step; codes are ``round((x - ref) / step)``, where ``ref`` is zero for a full save and the reconstructed
+  value of the base checkpoint for a delta save, so the error is at most step/2 at every save and never
+  accumulates along a chain. The step is ``absmax / (2^(bits-1) - 1)`` of the block's values — except for
+  weights in a delta save, where it is taken from the block's change ``x - ref`` (``weight_delta_step``): a
+  value-sized step would undo fine-tuning, which moves weights by far less (README.md "Lossy"). First-moment
+  codes between nearby saves are then almost all 0; weight codes cost about ``weight_bits`` bits again.
 - Adam's second moment (non-negative; Adam divides by its square root, so its *relative* error is what
   matters): log-domain quantisation, ``code = round(steps_per_octave * log2 v)``; values below 2^-126 become 0.
   Against a base, the stored code is the difference of codes.
@@ -41,7 +43,9 @@ class Quantized:
     ``weight_bits``/``exp_avg_bits``: bits of the block-wise uniform quantiser (step = block absmax /
     (2^(bits-1)-1)); ``exp_avg_sq_steps_per_octave``: resolution of the log-domain quantiser for Adam's second
     moment (1 → v within a factor 2^(1/2), sqrt(v) within 2^(1/4) ≈ ±19%). Tensors are classified by name:
-    ``*exp_avg_sq`` → second moment, ``*exp_avg`` → first moment, other floats → weights.
+    ``*exp_avg_sq`` → second moment, ``*exp_avg`` → first moment, ``*step`` → kept lossless, other floats →
+    weights. ``weight_delta_step``: "change" (default; a delta save's weight error is bounded by the change since
+    the base) or "value" (smaller deltas, but the error of a full save persists — loses fine-tuning progress).
     """
 
     weight_bits: int = 6
