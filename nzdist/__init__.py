@@ -14,6 +14,15 @@ __all__ = ["compress", "decompress", "decompress_batch", "max_compressed_bytes",
 __version__ = "0.1.0"
 
 
+def __getattr__(name):
+    # Integrations load on first use, so `import nzdist` stays a codec import (no DCP, FSDP or DeepSpeed).
+    if name in ("checkpoint", "fsdp", "deepspeed"):
+        import importlib
+
+        return importlib.import_module(f"nzdist.{name}")
+    raise AttributeError(f"module 'nzdist' has no attribute {name!r}")
+
+
 def memory_report(model_or_engine, optimizer=None):
     """Resident bytes of parameters (and optimizer state) on this rank, compressed vs dense.
 
