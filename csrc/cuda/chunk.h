@@ -621,6 +621,27 @@ NZ_HD uint64_t raw_chunk_bytes(uint8_t dtype, int keep, uint32_t n) {
   return b;
 }
 
+// The encoder's configuration for one tensor (host side; the CUDA encoder and its host simulation share it).
+// False for parameters the format cannot hold.
+inline bool make_encode_cfg(uint64_t numel, const int64_t* shape, int ndim, int dtype, int keep,
+                            uint32_t block_size, uint32_t chunk_elems, EncodeCfg& cfg) {
+  const DTypeInfo d = dtype_info(uint8_t(dtype));
+  if (d.bits == 0 || ndim < 0 || ndim > int(kMaxNdim) || keep < 0 || keep > d.mant_bits) return false;
+  if (chunk_elems < 1024 || chunk_elems > (1u << 24) || chunk_elems % kLanes) return false;
+  cfg = EncodeCfg{};
+  cfg.numel = numel;
+  cfg.chunk_elems = chunk_elems;
+  cfg.num_chunks = (numel + chunk_elems - 1) / chunk_elems;
+  cfg.block_size = block_size;
+  cfg.keep = keep;
+  cfg.dtype = uint8_t(dtype);
+  cfg.lossless = keep == d.mant_bits && block_size == 0;
+  cfg.ndim = uint8_t(ndim);
+  for (int i = 0; i < ndim && shape; i++) cfg.shape[i] = shape[i];
+  cfg.slot_bytes = raw_chunk_bytes(cfg.dtype, keep, chunk_elems);
+  return cfg.num_chunks <= 0xFFFFFFFFull;
+}
+
 // q of element i (the CPU's encode_chunk quantisation): lossy rounding after block normalisation.
 NZ_HD uint32_t quantize(const EncodeCfg& cfg, const DTypeInfo& d, const uint8_t* src, const float* norms,
                         uint64_t i, bool& nan_bad) {

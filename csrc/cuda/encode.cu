@@ -168,24 +168,6 @@ __global__ void seal_kernel(uint8_t* out, const EncodeStatus* st) {
   st32(out + kOffHeaderCrc, header_crc(out, uint32_t(L.header_bytes), table));
 }
 
-bool make_cfg(uint64_t numel, const int64_t* shape, int ndim, int dtype, int keep, uint32_t block_size,
-              uint32_t chunk_elems, EncodeCfg& cfg) {
-  const DTypeInfo d = dtype_info(uint8_t(dtype));
-  if (d.bits == 0 || ndim < 0 || ndim > int(kMaxNdim) || keep < 0 || keep > d.mant_bits) return false;
-  if (chunk_elems < 1024 || chunk_elems > (1u << 24) || chunk_elems % kLanes) return false;
-  cfg = EncodeCfg{};
-  cfg.numel = numel;
-  cfg.chunk_elems = chunk_elems;
-  cfg.num_chunks = (numel + chunk_elems - 1) / chunk_elems;
-  cfg.block_size = block_size;
-  cfg.keep = keep;
-  cfg.dtype = uint8_t(dtype);
-  cfg.lossless = keep == d.mant_bits && block_size == 0;
-  cfg.ndim = uint8_t(ndim);
-  for (int i = 0; i < ndim && shape; i++) cfg.shape[i] = shape[i];
-  cfg.slot_bytes = raw_chunk_bytes(cfg.dtype, keep, chunk_elems);
-  return cfg.num_chunks <= 0xFFFFFFFFull;
-}
 
 uint64_t align256(uint64_t x) { return (x + 255) & ~uint64_t(255); }
 
@@ -203,7 +185,7 @@ using namespace nz::gpu;
 extern "C" int nzg_encode_plan(uint64_t numel, int ndim, int dtype, int keep, uint32_t block_size,
                                uint32_t chunk_elems, NzgEncodePlan* plan) {
   EncodeCfg cfg;
-  if (!make_cfg(numel, nullptr, ndim, dtype, keep, block_size, chunk_elems, cfg)) return -1;
+  if (!make_encode_cfg(numel, nullptr, ndim, dtype, keep, block_size, chunk_elems, cfg)) return -1;
   const uint64_t nb = block_size ? (numel + block_size - 1) / block_size : 0;
   uint64_t off = 0;
   plan->num_chunks = cfg.num_chunks;
@@ -221,7 +203,7 @@ extern "C" int nzg_encode_stage(const void* src, uint64_t numel, const int64_t* 
                                 uint32_t block_size, uint32_t chunk_elems, void* workspace, void* stream) {
   EncodeCfg cfg;
   NzgEncodePlan plan;
-  if (!make_cfg(numel, shape, ndim, dtype, keep, block_size, chunk_elems, cfg) ||
+  if (!make_encode_cfg(numel, shape, ndim, dtype, keep, block_size, chunk_elems, cfg) ||
       nzg_encode_plan(numel, ndim, dtype, keep, block_size, chunk_elems, &plan))
     return int(cudaErrorInvalidValue);
   auto s = static_cast<cudaStream_t>(stream);
@@ -246,7 +228,7 @@ extern "C" int nzg_encode_write(const void* src, uint64_t numel, const int64_t* 
                                 uint64_t total_bytes, void* stream) {
   EncodeCfg cfg;
   NzgEncodePlan plan;
-  if (!make_cfg(numel, shape, ndim, dtype, keep, block_size, chunk_elems, cfg) ||
+  if (!make_encode_cfg(numel, shape, ndim, dtype, keep, block_size, chunk_elems, cfg) ||
       nzg_encode_plan(numel, ndim, dtype, keep, block_size, chunk_elems, &plan))
     return int(cudaErrorInvalidValue);
   auto s = static_cast<cudaStream_t>(stream);

@@ -74,17 +74,11 @@ uint32_t nzsim_crc32c_pieces(const uint8_t* p, uint64_t n, uint64_t piece) {
 uint64_t nzsim_encode(const uint8_t* src, uint64_t numel, const int64_t* shape, int ndim, int dtype, int keep,
                       uint32_t block_size, uint32_t chunk_elems, uint8_t* out, uint64_t out_cap, uint32_t* err) {
   EncodeCfg cfg{};
+  if (!make_encode_cfg(numel, shape, ndim, dtype, keep, block_size, chunk_elems, cfg)) {
+    *err = 1;
+    return 0;
+  }
   const DTypeInfo d = dtype_info(uint8_t(dtype));
-  cfg.numel = numel;
-  cfg.chunk_elems = chunk_elems;
-  cfg.num_chunks = (numel + chunk_elems - 1) / chunk_elems;
-  cfg.block_size = block_size;
-  cfg.keep = keep;
-  cfg.dtype = uint8_t(dtype);
-  cfg.lossless = keep == d.mant_bits && block_size == 0;
-  cfg.ndim = uint8_t(ndim);
-  for (int i = 0; i < ndim; i++) cfg.shape[i] = shape[i];
-  cfg.slot_bytes = raw_chunk_bytes(cfg.dtype, keep, chunk_elems);
   *err = 0;
 
   // Kernel 1: block normalisers (one warp per block on the GPU; a max is order-free).
