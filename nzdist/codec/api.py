@@ -71,8 +71,9 @@ def decompress_batch(cts: Sequence[CompressedTensor], outs: Sequence[torch.Tenso
     (``outs`` when given)."""
     if outs is not None and len(outs) != len(cts):
         raise ValueError(f"{len(cts)} payloads but {len(outs)} outputs")
-    if cts and _gpu.available() and all(isinstance(c, CompressedTensor) and c.data.device.type == "cuda" for c in cts) \
-            and (outs is None or all(o.device.type == "cuda" for o in outs)):
+    on_gpu = all(isinstance(c, CompressedTensor) and c.data.device.type == "cuda" for c in cts) and (
+        outs is None or all(o.device.type == "cuda" for o in outs))
+    if cts and on_gpu and _gpu.available():
         outs = [torch.empty(c.shape, dtype=c.dtype, device=c.data.device) for c in cts] if outs is None else list(outs)
         for c, o in zip(cts, outs):
             _check_out(c, o)
@@ -82,7 +83,7 @@ def decompress_batch(cts: Sequence[CompressedTensor], outs: Sequence[torch.Tenso
     for i, ct in enumerate(cts):
         if not isinstance(ct, CompressedTensor):
             raise TypeError(f"expected a CompressedTensor, got {type(ct).__name__}")
-        out = torch.empty(ct.shape, dtype=ct.dtype) if outs is None else outs[i]
+        out = torch.empty(ct.shape, dtype=ct.dtype, device=ct.data.device) if outs is None else outs[i]
         _check_out(ct, out)
         direct = out.device.type == "cpu" and out.is_contiguous()
         target = out if direct else torch.empty(ct.shape, dtype=ct.dtype)
