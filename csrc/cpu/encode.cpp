@@ -174,22 +174,30 @@ std::vector<uint8_t> encode_chunk(const uint8_t* src, uint64_t begin, uint64_t n
   const uint64_t n_pad = (n + kLanes - 1) / kLanes * kLanes;
 
   std::vector<uint32_t> q(n_pad, 0);
-  for (uint64_t i = 0; i < n; i++) {
-    uint32_t u = load_elem(src, begin + i, bytes);
-    if (lossy) {
+  if (!lossy) {  // lossless: q is the bit pattern; a plain widening copy the compiler vectorises
+    if (bytes == 2) {
+      const auto* in = reinterpret_cast<const uint16_t*>(src) + begin;
+      for (uint64_t i = 0; i < n; i++) q[i] = in[i];
+    } else {
+      std::memcpy(q.data(), src + 4 * begin, 4 * n);
+    }
+  } else {
+    for (uint64_t i = 0; i < n; i++) {
+      uint32_t u = load_elem(src, begin + i, bytes);
       if (norms && (u & exp_all_ones(d)) != exp_all_ones(d)) {
         float s = norms[(begin + i) / p.block_size];
         u = float_to_dtype(dtype_to_float(u, p.dtype) / s, p.dtype);
       }
       if (p.keep_bits == 0 && (u & (sign_bit(d) - 1)) > exp_all_ones(d))
         throw std::invalid_argument("nzdist: NaN cannot be stored with Lossy(mantissa_bits=0); use mantissa_bits >= 1");
-      u = round_mantissa(u, d, p.keep_bits);
+      q[i] = round_mantissa(u, d, p.keep_bits) >> drop;
     }
-    q[i] = u >> drop;
   }
 
   std::vector<uint16_t> vals(n_pad);
   std::vector<uint32_t> counts(1u << kMaxSymbolBits), freq(1u << kMaxSymbolBits);
+  std::vector<uint32_t> partial(4u << kMaxSymbolBits);  // 4 interleaved histograms: runs of one symbol
+                                                        // would otherwise serialise on one counter
   std::vector<EncSymbol> enc_table(1u << kMaxSymbolBits);
   CodedField coded[kMaxFields];
   std::vector<uint16_t> raw_vals[kMaxFields];
@@ -198,8 +206,18 @@ std::vector<uint8_t> encode_chunk(const uint8_t* src, uint64_t begin, uint64_t n
     const int width = fl.width[f], alphabet = 1 << width;
     const uint32_t mask = uint32_t(alphabet - 1);
     for (uint64_t i = 0; i < n_pad; i++) vals[i] = uint16_t((q[i] >> fl.shift[f]) & mask);
-    std::fill(counts.begin(), counts.begin() + alphabet, 0u);
-    for (uint64_t i = 0; i < n; i++) counts[vals[i]]++;
+    std::fill(partial.begin(), partial.begin() + 4 * alphabet, 0u);
+    uint32_t* h = partial.data();
+    uint64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+      h[vals[i]]++;
+      h[alphabet + vals[i + 1]]++;
+      h[2 * alphabet + vals[i + 2]]++;
+      h[3 * alphabet + vals[i + 3]]++;
+    }
+    for (; i < n; i++) h[vals[i]]++;
+    for (int sym = 0; sym < alphabet; sym++)
+      counts[sym] = h[sym] + h[alphabet + sym] + h[2 * alphabet + sym] + h[3 * alphabet + sym];
     int n_used = 0;
     for (int s = 0; s < alphabet; s++) n_used += counts[s] != 0;
     const double raw_bits = double(raw_field_bytes(width, n_pad)) * 8;
