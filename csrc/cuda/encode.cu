@@ -199,12 +199,18 @@ extern "C" int nzg_encode_plan(uint64_t numel, int ndim, int dtype, int keep, ui
   return 0;
 }
 
+// The configuration and workspace plan both encode phases start from; false for parameters the format cannot hold.
+static bool configure(uint64_t numel, const int64_t* shape, int ndim, int dtype, int keep, uint32_t block_size,
+                      uint32_t chunk_elems, EncodeCfg& cfg, NzgEncodePlan& plan) {
+  return make_encode_cfg(numel, shape, ndim, dtype, keep, block_size, chunk_elems, cfg) &&
+         nzg_encode_plan(numel, ndim, dtype, keep, block_size, chunk_elems, &plan) == 0;
+}
+
 extern "C" int nzg_encode_stage(const void* src, uint64_t numel, const int64_t* shape, int ndim, int dtype, int keep,
                                 uint32_t block_size, uint32_t chunk_elems, void* workspace, void* stream) {
   EncodeCfg cfg;
   NzgEncodePlan plan;
-  if (!make_encode_cfg(numel, shape, ndim, dtype, keep, block_size, chunk_elems, cfg) ||
-      nzg_encode_plan(numel, ndim, dtype, keep, block_size, chunk_elems, &plan))
+  if (!configure(numel, shape, ndim, dtype, keep, block_size, chunk_elems, cfg, plan))
     return int(cudaErrorInvalidValue);
   auto s = static_cast<cudaStream_t>(stream);
   auto* ws = static_cast<uint8_t*>(workspace);
@@ -228,8 +234,7 @@ extern "C" int nzg_encode_write(const void* src, uint64_t numel, const int64_t* 
                                 uint64_t total_bytes, void* stream) {
   EncodeCfg cfg;
   NzgEncodePlan plan;
-  if (!make_encode_cfg(numel, shape, ndim, dtype, keep, block_size, chunk_elems, cfg) ||
-      nzg_encode_plan(numel, ndim, dtype, keep, block_size, chunk_elems, &plan))
+  if (!configure(numel, shape, ndim, dtype, keep, block_size, chunk_elems, cfg, plan))
     return int(cudaErrorInvalidValue);
   auto s = static_cast<cudaStream_t>(stream);
   auto* ws = static_cast<uint8_t*>(workspace);

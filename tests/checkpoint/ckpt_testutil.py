@@ -1,6 +1,21 @@
-"""Helpers shared by the checkpoint tests."""
+"""Helpers shared by the checkpoint tests and their torchrun workers."""
+
+import os
+import sys
 
 import torch
+import torch.distributed as dist
+
+
+def end_worker() -> None:
+    """Finish a torchrun worker whose work is checked and done, skipping interpreter teardown: about 1 run in 10
+    of the FSDP save sequence a C++ destructor aborted there ("terminate called without an active exception",
+    after destroy_process_group; never with plain DCP or a single nzdist save), failing the launcher."""
+    dist.barrier()
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:

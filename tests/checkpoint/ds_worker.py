@@ -2,12 +2,12 @@
 engine (other init) loads the checkpoint; both must then hold bit-identical parameters and optimizer state and
 take an identical next step. Prints OK lines for the test."""
 
-import os
 import sys
 
 import deepspeed
 import torch
 import torch.distributed as dist
+from ckpt_testutil import end_worker
 
 from nzdist.checkpoint.deepspeed_engine import MAGIC, NzdistCheckpointEngine
 
@@ -76,14 +76,7 @@ def main():
         files = glob.glob(f"{out}/t3/*.pt")
         assert files and all(open(f, "rb").read(8) == MAGIC for f in files), files
         print(f"OK {len(files)} files in nzdist format", flush=True)
-    dist.barrier()
-    dist.destroy_process_group()
-    # All work is checked and done. Skip interpreter teardown: about 1 run in 10 a C++ destructor aborts there
-    # ("terminate called without an active exception", after destroy_process_group; seen only with this
-    # worker's full sequence, never with a plain or single nzdist save) and would fail the launcher.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    end_worker()
 
 
 if __name__ == "__main__":

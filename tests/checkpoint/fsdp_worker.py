@@ -4,11 +4,11 @@ write the full (unsharded) reference states of both to OUT/ref_{a,b}.pt. ``load 
 model on this world size, load each OUT/NAME, and compare the unsharded states with OUT/ref_NAME.pt bit for bit."""
 
 import copy
-import os
 import sys
 
 import torch
 import torch.distributed as dist
+from ckpt_testutil import end_worker
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
@@ -96,14 +96,7 @@ def main():
     else:
         for name in sys.argv[3:]:
             check_load(out, name)
-    dist.barrier()
-    dist.destroy_process_group()
-    # All work is checked and done. Skip interpreter teardown: about 1 run in 10 a C++ destructor aborts there
-    # ("terminate called without an active exception", after destroy_process_group; seen only with this
-    # worker's full sequence, never with a plain or single nzdist save) and would fail the launcher.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    end_worker()
 
 
 if __name__ == "__main__":
