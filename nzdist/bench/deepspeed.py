@@ -114,7 +114,8 @@ def _worker(args) -> int:
     import torch.distributed as td
 
     from nzdist.deepspeed.config import load_ds_config
-    from nzdist.launch.train import MINILM, ModelConfig, build_model, dense_config, stdlib_bytes, train_deepspeed
+    from nzdist.launch.train import (MINILM, ModelConfig, build_model, dense_config, end_distributed, stdlib_bytes,
+                                     train_deepspeed)
 
     cfg = load_ds_config(args.config)
     if "neuzip" not in cfg:
@@ -143,7 +144,9 @@ def _worker(args) -> int:
     world = td.get_world_size()
     gathered = [None] * world
     td.all_gather_object(gathered, results)
-    if td.get_rank() != 0:
+    rank = td.get_rank()
+    end_distributed()
+    if rank != 0:
         return 0
     rows = []
     dense_lp = next(r["memory"]["partition_bytes"] for r in results if r["memory"])  # same model, same split

@@ -349,7 +349,18 @@ def main(argv=None) -> int:
             runs.append(train_fsdp(dense_config(ds_config), args.steps, model_cfg, args.seed, tokens, freeze=freeze))
         runs.append(train_fsdp(ds_config, args.steps, model_cfg, args.seed, tokens, freeze=freeze))
     _report(args, runs)
+    end_distributed()
     return 0
+
+
+def end_distributed() -> None:
+    """Tear the process groups down before the interpreter does: a gloo group left to interpreter teardown can
+    abort the process after all work is done ("terminate called without an active exception", pytorch#190489)."""
+    import torch.distributed as td
+
+    if td.is_available() and td.is_initialized():
+        td.barrier()
+        td.destroy_process_group()
 
 
 def _report(args, runs) -> None:

@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import torch.distributed as td  # noqa: E402
 
 from nzdist.deepspeed.config import load_ds_config  # noqa: E402
-from nzdist.launch.train import ModelConfig, dense_config, stdlib_bytes, train_deepspeed  # noqa: E402
+from nzdist.launch.train import ModelConfig, dense_config, end_distributed, stdlib_bytes, train_deepspeed  # noqa: E402
 
 MODEL = ModelConfig(d_model=64, n_layer=2, n_head=4, seq_len=32)
 FROZEN = ("embed", "blocks.0")
@@ -170,7 +170,7 @@ def main() -> int:
     if td.get_rank() == 0:
         with open(args.out, "w") as f:
             json.dump({"world": td.get_world_size(), "ranks": gathered}, f)
-    td.barrier()
+    end_distributed()
     return 0
 
 
