@@ -4,6 +4,7 @@ The extension takes raw pointers from Python and never includes torch headers, s
 torch >= 2.7 and survives torch upgrades.
 """
 
+import importlib.util
 import os
 import platform
 import shutil
@@ -13,7 +14,7 @@ from pathlib import Path
 from pybind11.setup_helpers import Pybind11Extension, build_ext
 from setuptools import setup
 
-ROOT = Path(__file__).parent
+ROOT = Path(__file__).resolve().parent
 CPU_SOURCES = ["csrc/bindings.cpp", *sorted(str(p) for p in Path("csrc/cpu").glob("*.cpp"))]
 
 
@@ -43,11 +44,21 @@ def cuda_wanted() -> bool:
 ext_modules = [Pybind11Extension("nzdist._C", CPU_SOURCES, cxx_std=17, extra_compile_args=cpu_flags(),
                                  include_dirs=["csrc"])]
 
+
+def load_cuda_build():
+    """cuda_build.py (the csrc/cuda build logic, kept out of this file), loaded by its path: the PEP 517 backend
+    (setuptools.build_meta, what pip uses) runs this file without putting its folder on sys.path, so a plain
+    ``import cuda_build`` fails in ``pip install .``."""
+    spec = importlib.util.spec_from_file_location("cuda_build", ROOT / "cuda_build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 cmdclass = {"build_ext": build_ext}
 if cuda_wanted():
-    from cuda_build import CudaBuildExt, cuda_extension  # csrc/cuda build logic, kept out of this file
-
-    ext_modules.append(cuda_extension())
-    cmdclass["build_ext"] = CudaBuildExt
+    cuda_build = load_cuda_build()
+    ext_modules.append(cuda_build.cuda_extension())
+    cmdclass["build_ext"] = cuda_build.CudaBuildExt
 
 setup(ext_modules=ext_modules, cmdclass=cmdclass)
