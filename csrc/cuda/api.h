@@ -34,6 +34,9 @@ int nzg_encode_write(const void* src, uint64_t numel, const int64_t* shape, int 
                      uint32_t block_size, uint32_t chunk_elems, void* workspace, void* out, uint64_t total_bytes,
                      void* stream);
 
-const char* nzg_error_string(int code);
-int nzg_device_count();
+const char* nzg_error_string(int code);  // cudaGetErrorString / cudaGetErrorName of a returned code
+const char* nzg_error_name(int code);
+// cudaGetDeviceCount: *count devices, or the runtime's reason there are none (no driver, driver too old, no
+// device, ...) as the returned code; the caller reports that reason instead of "0 devices".
+int nzg_device_count(int* count);
 }

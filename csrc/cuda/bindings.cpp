@@ -14,8 +14,12 @@ namespace py = pybind11;
 
 namespace {
 
+std::string describe(int code) {
+  return std::string(nzg_error_name(code)) + " (" + std::to_string(code) + "): " + nzg_error_string(code);
+}
+
 void check(int code, const char* what) {
-  if (code != 0) throw std::runtime_error(std::string("nzdist CUDA ") + what + ": " + nzg_error_string(code));
+  if (code != 0) throw std::runtime_error(std::string("nzdist CUDA ") + what + ": " + describe(code));
 }
 
 void* as_ptr(uintptr_t p) { return reinterpret_cast<void*>(p); }
@@ -34,7 +38,13 @@ PYBIND11_MODULE(_cuda, m) {
   m.doc() = "nzdist CUDA codec (csrc/cuda); driven by nzdist.codec.cuda";
   m.attr("STATUS_BYTES") = kNzgStatusBytes;
 
-  m.def("device_count", &nzg_device_count);
+  // Raises RuntimeError naming the CUDA runtime's error (e.g. cudaErrorInsufficientDriver) when it has none.
+  m.def("device_count", [] {
+    int n = 0;
+    check(nzg_device_count(&n), "runtime");
+    return n;
+  });
+  m.def("describe_error", &describe, py::arg("code"), "'cudaErrorName (code): message' of a CUDA error code");
 
   m.def("decode_batch", [](uintptr_t jobs, int n_jobs, uint64_t total_items, int max_fields, bool verify,
                            uintptr_t stream) {

@@ -78,7 +78,9 @@ extern "C" int nzg_decode_batch(const void* jobs_dev, int n_jobs, uint64_t total
 
 extern "C" const char* nzg_error_string(int code) { return cudaGetErrorString(cudaError_t(code)); }
 
-extern "C" int nzg_device_count() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
+extern "C" const char* nzg_error_name(int code) { return cudaGetErrorName(cudaError_t(code)); }
+
+extern "C" int nzg_device_count(int* count) {
+  *count = 0;
+  return int(cudaGetDeviceCount(count));
 }

@@ -188,13 +188,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..codec import cuda
 
-    if not torch.cuda.is_available():
-        print("nzdist bench gpu: no CUDA GPU is visible (torch.cuda.is_available() is False); nothing to measure.",
-              file=sys.stderr)
-        return 2
-    if not cuda.available():
-        print("nzdist bench gpu: nzdist was built without its CUDA kernels; reinstall with NZDIST_CUDA=1 "
-              "(nvcc on PATH).", file=sys.stderr)
+    reason = cuda.unavailable_reason()  # not built, no driver, no device: the CUDA runtime's own words
+    if reason is not None:
+        print(f"nzdist bench gpu: nothing to measure: {reason}", file=sys.stderr)
         return 2
 
     minilm = [t.cuda() for t in _minilm_bf16()]

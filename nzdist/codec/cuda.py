@@ -12,6 +12,7 @@ Encode synchronises once (the payload's size decides its allocation).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -35,17 +36,42 @@ except ImportError:  # built without CUDA
     _ext = None
 
 
+def unavailable_reason() -> str | None:
+    """Why the CUDA codec cannot run here, or None when it can. A missing or too old driver, or no device, is
+    reported in the CUDA runtime's own words, so "no GPU" is never a guess:
+
+    >>> cuda.unavailable_reason()       # a machine without an NVIDIA driver
+    'nzdist CUDA runtime: cudaErrorInsufficientDriver (35): CUDA driver version is insufficient for CUDA ...'
+    """
+    if _ext is None:
+        return ("nzdist was built without its CUDA kernels (nvcc missing at install time); "
+                "reinstall with NZDIST_CUDA=1 and the CUDA toolkit on PATH")
+    reason = _runtime_reason()
+    if reason is None and not torch.cuda.is_available():
+        reason = f"torch {torch.__version__} cannot use CUDA (a CPU-only build of torch?)"
+    return reason
+
+
+@functools.cache
+def _runtime_reason() -> str | None:
+    # Cached: the runtime's answer (and its initialisation error) does not change within a process, and
+    # available() runs on every GPU compress/decompress.
+    try:
+        count = _ext.device_count()
+    except RuntimeError as e:
+        return str(e)
+    return None if count > 0 else "nzdist CUDA runtime: 0 devices"
+
+
 def available() -> bool:
-    """True when the CUDA kernels are built and a GPU is usable."""
-    return _ext is not None and torch.cuda.is_available() and _ext.device_count() > 0
+    """True when the CUDA kernels are built and a GPU is usable (``unavailable_reason()`` says why not)."""
+    return unavailable_reason() is None
 
 
 def _require() -> None:
-    if _ext is None:
-        raise RuntimeError("nzdist was built without its CUDA kernels (nvcc missing at install time); "
-                           "reinstall with NZDIST_CUDA=1 and the CUDA toolkit on PATH")
-    if not torch.cuda.is_available():
-        raise RuntimeError("nzdist CUDA codec: no CUDA device available")
+    reason = unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(f"nzdist CUDA codec unavailable: {reason}")
 
 
 def _stream(device: torch.device) -> int:
