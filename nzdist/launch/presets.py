@@ -1,10 +1,11 @@
-"""Presets for the main job (``configs/*.json``): one flat dataclass, validated when it is built.
+"""Presets for the main job (``nzdist/configs/*.json``, package data; the checkout's ``configs/`` is a link to
+that folder): one flat dataclass, validated when it is built.
 
 A preset file is JSON, which has no comments, so every knob is documented in a ``"knobs"`` dict next to the
 values (``{"d_model": 128, ..., "knobs": {"d_model": "width of the residual stream", ...}}``); loading refuses
 a file whose knobs are not all documented, so the files cannot drift into undocumented settings.
 
-    preset = load_preset("tiny_cpu", overrides={"steps": 5})   # a name under configs/ or a path to a JSON file
+    preset = load_preset("tiny_cpu", overrides={"steps": 5})   # a name under nzdist/configs/ or a .json path
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import json
 import os
 from dataclasses import asdict, dataclass, fields
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
+# Shipped inside the package (pyproject.toml package-data), so a wheel install finds them from any directory.
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 PRESETS = ("tiny_cpu", "gpu_1b")
 _DTYPES = ("float32", "bfloat16", "float16")
 _META = ("name", "description", "knobs")  # keys of a preset file that are not knobs
@@ -82,10 +84,15 @@ class Preset:
 KNOBS = tuple(f.name for f in fields(Preset) if f.name != "name")
 
 
+def config_file(filename: str) -> str:
+    """The path of a config shipped with the package: ``config_file("neuzip_zero.json")``."""
+    return os.path.join(CONFIG_DIR, filename)
+
+
 def preset_path(name_or_path: str) -> str:
-    """``tiny_cpu`` -> ``<repo>/configs/tiny_cpu.json``; an existing path is used as is."""
+    """``tiny_cpu`` -> ``<site-packages>/nzdist/configs/tiny_cpu.json``; an existing path is used as is."""
     if name_or_path in PRESETS:
-        return os.path.join(CONFIG_DIR, f"{name_or_path}.json")
+        return config_file(f"{name_or_path}.json")
     if name_or_path.endswith(".json"):
         if not os.path.isfile(name_or_path):
             raise PresetError(f"preset file {name_or_path!r} does not exist")

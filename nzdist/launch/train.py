@@ -155,12 +155,12 @@ def batch_for_step(tokens: torch.Tensor, step: int, batch: int, seq: int, rank: 
 
 # ------------------------------------------------------------------------------------------- backends
 def default_config_path() -> str:
-    """configs/neuzip_zero.json of this checkout (relative to the working directory if it has one, else next to
-    the nzdist package of an editable install)."""
+    """configs/neuzip_zero.json relative to the working directory if it has one (a checkout, or a user's edited
+    copy), else the copy shipped in the package (nzdist/configs/), so a wheel install runs from anywhere."""
+    from .presets import config_file
+
     rel = os.path.join("configs", "neuzip_zero.json")
-    if os.path.exists(rel):
-        return rel
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), rel)
+    return rel if os.path.exists(rel) else config_file("neuzip_zero.json")
 
 
 def dense_config(ds_config: dict) -> dict:

@@ -88,3 +88,22 @@ def test_worker_outside_a_launcher_says_how_to_start_it(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(RuntimeError, match="start it under torchrun"):
         compare.main(["--steps", "1"])
+
+
+def test_presets_ship_inside_the_package_and_configs_is_that_folder():
+    # Package data (a wheel install reads them from site-packages); the checkout's configs/ is a link to the same
+    # folder, so the JSON that users copy and the JSON the package reads cannot drift apart.
+    import os
+
+    import nzdist
+    from nzdist.launch.presets import CONFIG_DIR
+    from nzdist.launch.train import default_config_path
+
+    package = os.path.dirname(os.path.abspath(nzdist.__file__))
+    assert os.path.realpath(CONFIG_DIR) == os.path.join(os.path.realpath(package), "configs")
+    for name in PRESETS:
+        assert os.path.isfile(preset_path(name)) and preset_path(name).startswith(CONFIG_DIR)
+    assert os.path.samefile(default_config_path(), os.path.join(CONFIG_DIR, "neuzip_zero.json"))
+    checkout_configs = os.path.join(os.path.dirname(package), "configs")
+    if os.path.exists(checkout_configs):
+        assert os.path.samefile(checkout_configs, CONFIG_DIR)
