@@ -21,6 +21,20 @@ def _codec_args(dtype: torch.dtype, codec: Codec) -> tuple[int, int, int]:
     return keep, block, codec.chunk_elems
 
 
+def _is_plain(t: torch.Tensor) -> bool:
+    # The codec hands raw addresses to C++/CUDA. A tensor subclass's data_ptr() need not be where its values are
+    # (a wrapper subclass has none, or reports an identity), so subclasses are read and written through dispatch.
+    return type(t) in (torch.Tensor, torch.nn.Parameter)
+
+
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    if _is_plain(t):
+        return t
+    out = torch.empty(t.shape, dtype=t.dtype, device=t.device)
+    out.copy_(t)
+    return out
+
+
 def compress(tensor: torch.Tensor, codec: Codec | None = None, *, threads: int = 0) -> CompressedTensor:
     """Compress a bf16/fp16/fp32 tensor of any shape.
 
@@ -35,9 +49,9 @@ def compress(tensor: torch.Tensor, codec: Codec | None = None, *, threads: int =
     code = dtype_code(tensor.dtype)
     codec = Lossless() if codec is None else codec
     keep, block, chunk = _codec_args(tensor.dtype, codec)
-    if tensor.device.type == "cuda" and _gpu.available():  # GPU kernels: same bytes, payload stays on the GPU
-        return CompressedTensor(_gpu.compress(tensor.detach(), keep, block, chunk), tensor.shape, tensor.dtype)
-    src = tensor.detach()
+    src = _plain(tensor.detach())
+    if src.device.type == "cuda" and _gpu.available():  # GPU kernels: same bytes, payload stays on the GPU
+        return CompressedTensor(_gpu.compress(src, keep, block, chunk), tensor.shape, tensor.dtype)
     if src.device.type != "cpu":
         src = src.cpu()
     src = src.contiguous()
@@ -77,7 +91,11 @@ def decompress_batch(cts: Sequence[CompressedTensor], outs: Sequence[torch.Tenso
         outs = [torch.empty(c.shape, dtype=c.dtype, device=c.data.device) for c in cts] if outs is None else list(outs)
         for c, o in zip(cts, outs):
             _check_out(c, o)
-        _gpu.decompress_batch([c.data for c in cts], outs, check=check)
+        targets = [o if _is_plain(o) else torch.empty(o.shape, dtype=o.dtype, device=o.device) for o in outs]
+        _gpu.decompress_batch([c.data for c in cts], targets, check=check)
+        for o, t in zip(outs, targets):
+            if t is not o:
+                o.copy_(t)
         return outs
     results, targets, jobs = [], [], []
     for i, ct in enumerate(cts):
@@ -85,7 +103,7 @@ def decompress_batch(cts: Sequence[CompressedTensor], outs: Sequence[torch.Tenso
             raise TypeError(f"expected a CompressedTensor, got {type(ct).__name__}")
         out = torch.empty(ct.shape, dtype=ct.dtype, device=ct.data.device) if outs is None else outs[i]
         _check_out(ct, out)
-        direct = out.device.type == "cpu" and out.is_contiguous()
+        direct = out.device.type == "cpu" and out.is_contiguous() and _is_plain(out)
         target = out if direct else torch.empty(ct.shape, dtype=ct.dtype)
         data = ct.data if ct.data.device.type == "cpu" else ct.data.cpu()
         results.append(out)

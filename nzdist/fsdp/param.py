@@ -86,16 +86,28 @@ class CompressedShard(torch.Tensor):
     def __deepcopy__(self, memo):
         if id(self) in memo:
             return memo[id(self)]
-        st = self._state
-        meta = ShardMeta(codec=st.meta.codec, headroom=st.meta.headroom, name=st.meta.name,
-                         trainable=st.meta.trainable, on_overflow=st.meta.on_overflow)  # a new parameter: no capacity
-        new = CompressedShard(ShardState(self.dense().clone(), meta, owns_storage=True), self.shape)
-        if self.is_sealed:
-            new.seal_()
-        if getattr(self, "_is_param", False):
-            new = torch.nn.Parameter(new, requires_grad=self.requires_grad)
+        new = _rebuild(self.dense().clone(), self._state.meta, self.is_sealed, getattr(self, "_is_param", False),
+                       self.requires_grad)
         memo[id(self)] = new
         return new
+
+    def __reduce_ex__(self, protocol):
+        # torch.save / pickle: the values and the config, rebuilt as a new shard (torch's own path for wrapper
+        # subclasses keys on data_ptr() == 0, which a shard no longer reports).
+        return (_rebuild, (self.dense().detach().clone(), self._state.meta, self.is_sealed,
+                           getattr(self, "_is_param", False), self.requires_grad))
+
+    # -- identity --------------------------------------------------------------------------------------------
+    # A wrapper subclass has no storage: data_ptr() would be 0 for every shard, and accelerate (which remaps the
+    # optimizer's parameters by data_ptr()), safetensors and transformers (which group tensors by storage) would
+    # take all shards for one tensor. A shard reports a stable address of its own instead (ShardState.identity):
+    # aliases (detach, view, the Parameter) share it, distinct shards never do. Nothing may read through it; the
+    # codec refuses tensor subclasses as raw buffers.
+    def data_ptr(self) -> int:
+        return self._state.identity.data_ptr()
+
+    def untyped_storage(self) -> torch.UntypedStorage:
+        return self._state.identity.untyped_storage()
 
     # -- public helpers ------------------------------------------------------------------------------------
     def dense(self) -> torch.Tensor:
@@ -188,6 +200,18 @@ class CompressedShard(torch.Tensor):
 
     def fsdp_post_all_gather(self, all_gather_outputs, metadata, param_dtype, *, out=None):
         return post_all_gather(self, all_gather_outputs, metadata, out=out)
+
+
+def _rebuild(dense: torch.Tensor, meta: ShardMeta, sealed: bool, is_param: bool, requires_grad: bool):
+    """A new shard holding ``dense``'s values with ``meta``'s codec and policy (a new parameter: no capacity yet)."""
+    fresh = ShardMeta(codec=meta.codec, headroom=meta.headroom, name=meta.name, trainable=meta.trainable,
+                      on_overflow=meta.on_overflow)
+    new = CompressedShard(ShardState(dense, fresh, owns_storage=True), dense.shape)
+    if sealed:
+        new.seal_()
+    if is_param:
+        return torch.nn.Parameter(new, requires_grad=requires_grad)
+    return new.requires_grad_(requires_grad) if requires_grad else new
 
 
 def _mutated_shards(func, args, kwargs) -> list:

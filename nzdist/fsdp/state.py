@@ -48,7 +48,7 @@ class ShardState:
     """
 
     __slots__ = ("dense", "ct", "gather_ct", "dirty", "owns_storage", "meta", "shape", "dtype", "device",
-                 "encodes", "detached", "parent")
+                 "encodes", "detached", "parent", "_identity")
 
     def __init__(self, dense: torch.Tensor, meta: ShardMeta, owns_storage: bool):
         self.dense: torch.Tensor | None = dense
@@ -61,6 +61,21 @@ class ShardState:
         self.encodes = 0  # resident (re-)encodings so far (frozen parameters: exactly one)
         self.detached = False  # a part-view of a *sealed* shard: a decoded copy, so writes to it would be lost
         self.parent: ShardState | None = None  # for a part-view of an open shard: writes make the parent dirty too
+        self._identity: torch.Tensor | None = None
+
+    @property
+    def identity(self) -> torch.Tensor:
+        """A one-byte host allocation that lives as long as this state: its address is the shard's ``data_ptr()``.
+
+        Callers across the ecosystem tell tensors apart by storage address (accelerate remaps the optimizer's
+        parameters by ``data_ptr()``; safetensors and transformers group shared storages). A wrapper subclass has
+        none (address 0 for all), so every shard would look like one tensor. The payload's address would change at
+        every re-encode and the dense buffer's at every seal; this one is stable and never reused while the shard
+        lives, like a real tensor's.
+        """
+        if self._identity is None:
+            self._identity = torch.empty(1, dtype=torch.uint8)
+        return self._identity
 
     @property
     def numel(self) -> int:
@@ -92,8 +107,9 @@ class ShardState:
             self.dirty = False
             self.encodes += 1
         dense, self.dense = self.dense, None
-        if self.owns_storage and dense.untyped_storage().size():
-            dense.untyped_storage().resize_(0)  # release now, even if an FSDP bookkeeping view still refers to it
+        storage = dense.untyped_storage()
+        if self.owns_storage and storage.size() and storage.resizable():
+            storage.resize_(0)  # release now, even if an FSDP bookkeeping view still refers to it
 
     # -- all-gather slot -----------------------------------------------------------------------------------
     def payload_for(self, dtype: torch.dtype) -> CompressedTensor | None:

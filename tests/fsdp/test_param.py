@@ -175,3 +175,62 @@ def test_writes_to_part_of_a_sealed_shard_raise_instead_of_vanishing():
     s[2].zero_()  # an open shard's parts are real views
     s.seal_()
     assert torch.equal(s.dense()[2], torch.zeros(4, dtype=torch.bfloat16))
+
+
+# -- identity: what storage-keyed callers (accelerate, safetensors, transformers) see ---------------------------
+def test_each_shard_has_its_own_stable_data_ptr_and_aliases_share_it():
+    a, b = sealed(weights(16, 8)), sealed(weights(16, 8, seed=1))
+    param = torch.nn.Parameter(CompressedShard.wrap(weights(4, 4), ShardMeta()))
+    ptrs = {a.data_ptr(), b.data_ptr(), param.data_ptr()}
+    assert 0 not in ptrs and len(ptrs) == 3
+    assert a.detach().data_ptr() == a.view(-1).data_ptr() == a.data_ptr()
+    before = a.data_ptr()
+    a.open_()
+    a.mul_(2.0)
+    a.seal_()  # a re-encode moves the payload, not the identity
+    assert a.data_ptr() == before and a.encode_count == 2
+    assert a.untyped_storage().data_ptr() == before
+
+
+def test_storage_keyed_callers_tell_shards_apart():
+    from safetensors.torch import _find_shared_tensors
+    from transformers.pytorch_utils import id_tensor_storage
+
+    a, b = sealed(weights(16, 8)), sealed(weights(16, 8, seed=1))
+    # safetensors' shared-storage check (save_file refuses shared tensors): distinct shards are never one storage
+    assert sorted(map(sorted, _find_shared_tensors({"a": a, "b": b}))) == [["a"], ["b"]]
+    # transformers' storage identity (save_pretrained's tied-weight detection): aliases match, others do not
+    assert id_tensor_storage(a) == id_tensor_storage(a.detach()) != id_tensor_storage(b)
+
+
+def test_accelerate_style_remap_by_data_ptr_keeps_every_parameter():
+    # accelerate maps {old.data_ptr(): new} and looks the optimizer's entries up by the same key
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 4)).bfloat16()
+    nzdist.fsdp.convert(model)
+    ptrs = [p.data_ptr() for p in model.parameters()]
+    assert len(set(ptrs)) == len(ptrs) == 4 and 0 not in ptrs
+
+
+@pytest.mark.parametrize("seal", [True, False])
+def test_torch_save_round_trips_a_shard_and_a_parameter(tmp_path, seal):
+    ref = weights(32, 8)
+    s = CompressedShard.wrap(ref.clone(), ShardMeta(name="w"), owns_storage=True)
+    if seal:
+        s.seal_()
+    p = torch.nn.Parameter(CompressedShard.wrap(ref.clone(), ShardMeta()))
+    torch.save({"s": s, "p": p}, tmp_path / "x.pt")
+    back = torch.load(tmp_path / "x.pt", weights_only=False)
+    assert isinstance(back["s"], CompressedShard) and back["s"].is_sealed == seal
+    assert back["s"].data_ptr() != s.data_ptr()
+    assert torch.equal(int_view(back["s"].dense()), int_view(ref))
+    assert isinstance(back["p"], torch.nn.Parameter) and back["p"].requires_grad
+    assert torch.equal(int_view(back["p"].dense()), int_view(ref))
+
+
+def test_codec_reads_and_writes_shards_through_their_values_not_their_address():
+    ref = weights(64, 16)
+    s = sealed(ref)
+    assert torch.equal(nzdist.compress(s).data, nzdist.compress(ref).data)
+    other = sealed(torch.zeros(64, 16, dtype=torch.bfloat16))
+    nzdist.decompress(nzdist.compress(ref), out=other)
+    assert torch.equal(int_view(other.dense()), int_view(ref))

@@ -1,0 +1,78 @@
+"""Test support shared by every test folder and the scripts they launch: real multi-process runs, results
+gathered from every rank, and bit-exact comparison.
+
+Tests import it as ``import support`` (pytest puts ``tests/``, the folder of the root conftest, on ``sys.path``);
+scripts started by :func:`torchrun` find it on their ``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def int_view(t: torch.Tensor) -> torch.Tensor:
+    """The tensor's bit patterns, for bit-exact comparison (NaN payloads included)."""
+    return t.contiguous().view({1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+
+
+def same_bits(a: dict, b: dict) -> list[str]:
+    """Names whose tensors differ in any bit, shape or dtype (or are missing on one side)."""
+    def differ(x, y):
+        return x.shape != y.shape or x.dtype != y.dtype or not torch.equal(
+            x.detach().contiguous().view(-1).view(torch.uint8), y.detach().contiguous().view(-1).view(torch.uint8))
+
+    return [k for k in a if k not in b or differ(a[k], b[k])] + [k for k in b if k not in a]
+
+
+def emit(result: dict) -> None:
+    """In a launched script: gather every rank's result; rank 0 writes ``{"ranks": [...], "ok": ...}`` to
+    $NZ_RESULT, so tests assert on every rank, not just rank 0."""
+    import torch.distributed as dist
+
+    ranks = [None] * dist.get_world_size()
+    dist.all_gather_object(ranks, json.loads(json.dumps(result, default=str)))
+    if dist.get_rank() == 0 and os.environ.get("NZ_RESULT"):
+        with open(os.environ["NZ_RESULT"], "w") as f:
+            json.dump({"ranks": ranks, "ok": all(r.get("ok", True) for r in ranks)}, f, indent=1)
+
+
+def torchrun(script: Path, nproc: int, args: list[str], tmp_path: Path, *, timeout: int = 240,
+             env: dict | None = None, launcher: list[str] | None = None) -> dict:
+    """Run ``script`` on ``nproc`` real processes (torchrun --standalone unless ``launcher`` is given); the
+    script writes its JSON result to $NZ_RESULT, which is returned. A hang fails the test, never the CI job."""
+    import pytest
+
+    result = tmp_path / f"{script.stem}.{nproc}.json"
+    full_env = {**os.environ, "NZ_RESULT": str(result), "OMP_NUM_THREADS": "1",
+                "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS), str(script.parent),
+                                               os.environ.get("PYTHONPATH", "")]),
+                **(env or {})}
+    launcher = launcher or [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                            f"--nproc_per_node={nproc}"]
+    cmd = [*launcher, str(script), *args]
+    try:
+        proc = subprocess.run(cmd, env=full_env, cwd=script.parent, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"{script.name} hung for {timeout}s:\n{(e.stderr or b'')[-3000:]}")
+    if not result.exists():
+        pytest.fail(f"{script.name} wrote no result (rc {proc.returncode}):\n{proc.stderr[-5000:]}")
+    out = json.loads(result.read_text())
+    out["returncode"] = proc.returncode
+    out["stderr_tail"] = proc.stderr[-3000:]
+    return out
