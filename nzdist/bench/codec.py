@@ -194,7 +194,7 @@ def _rate(nbytes: int, seconds: float) -> float:
 
 
 def dataset_rows(name: str, tensors: list[torch.Tensor], codecs: list, repeats: int) -> list[dict]:
-    from nzdist.stats import split_entropy
+    from nzdist.cli.stats import split_entropy
 
     numel = sum(t.numel() for t in tensors)
     dense = sum(t.numel() * t.element_size() for t in tensors)

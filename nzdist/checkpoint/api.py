@@ -12,7 +12,7 @@ from pathlib import Path
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
 
-import nzdist
+import nzdist.codec as nzcodec
 
 from .files import CheckpointInUseError, live_dependents, read_metadata
 from .format import DEPENDENTS_DIR, Manifest
@@ -54,7 +54,7 @@ def save(state_dict: dict, path: str | os.PathLike, codec=None, previous: str | 
 
     >>> nzdist.checkpoint.save({"model": model.state_dict(), "optim": opt.state_dict()}, "ckpt/step100")
     """
-    writer = NzdistStorageWriter(path, codec=codec or nzdist.Lossless(), previous=previous,
+    writer = NzdistStorageWriter(path, codec=codec or nzcodec.Lossless(), previous=previous,
                                  full_every=full_every, overwrite=overwrite)
     with _dcp_call():
         md = dcp.save(state_dict, storage_writer=writer, process_group=process_group)

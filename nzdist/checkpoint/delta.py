@@ -68,10 +68,10 @@ def encode(new: torch.Tensor, base: torch.Tensor, method: int = AUTO, level: int
         raise TypeError(f"delta encodes 2- and 4-byte floats, not {new.dtype}")
     a, b = _bits(new), _bits(base)
     if method == XOR_NZ:
-        import nzdist
+        from nzdist.codec import compress
 
         x = torch.from_numpy(a ^ b).view(new.dtype)
-        return _HEAD.pack(method, width, a.size) + nzdist.compress(x).to_bytes()
+        return _HEAD.pack(method, width, a.size) + compress(x).to_bytes()
     if method == SUB:
         d = _zigzag(a - b, width)  # unsigned subtraction wraps modulo 2^w
     elif method == XOR:
@@ -99,12 +99,12 @@ def decode(payload, base: torch.Tensor, out: torch.Tensor | None = None) -> torc
         raise ValueError(f"delta payload is for {numel} elements of {width} bytes, base has {base.numel()} of "
                          f"{base.element_size()}")
     if method == XOR_NZ:
-        import nzdist
+        from nzdist.codec import CompressedTensor, decompress
 
-        ct = nzdist.CompressedTensor.from_bytes(torch.frombuffer(bytearray(buf[_HEAD.size:]), dtype=torch.uint8))
+        ct = CompressedTensor.from_bytes(torch.frombuffer(bytearray(buf[_HEAD.size:]), dtype=torch.uint8))
         if ct.numel != numel or ct.dtype != base.dtype:
             raise ValueError("delta payload holds a tensor of another size or dtype")
-        d = nzdist.decompress(ct).view(-1).view(torch.uint8).numpy().view(_UINT[width])
+        d = decompress(ct).view(-1).view(torch.uint8).numpy().view(_UINT[width])
         result = torch.from_numpy(_bits(base) ^ d).view(base.dtype).view(base.shape)
         return result if out is None else out.copy_(result)
     planes = np.empty((numel, width), dtype=np.uint8)

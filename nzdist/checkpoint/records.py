@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-import nzdist
+import nzdist.codec as nzcodec
 
 from . import delta, lossy
 
@@ -28,7 +28,7 @@ def _raw(t: torch.Tensor) -> torch.Tensor:
 def _full(t: torch.Tensor, codec) -> tuple[str, torch.Tensor]:
     if isinstance(codec, lossy.Quantized):
         raise AssertionError("handled by the caller")
-    return "nz", nzdist.compress(t, codec=codec).data
+    return "nz", nzcodec.compress(t, codec=codec).data
 
 
 def encode(t: torch.Tensor, fqn: str, codec, base: torch.Tensor | None) -> tuple[str, torch.Tensor, str]:
@@ -41,7 +41,7 @@ def encode(t: torch.Tensor, fqn: str, codec, base: torch.Tensor | None) -> tuple
         return "raw", _raw(t), "other"
     kind = lossy.kind_of(fqn)
     if isinstance(codec, lossy.Quantized) and kind == "other":
-        codec = nzdist.Lossless()
+        codec = nzcodec.Lossless()
     if isinstance(codec, lossy.Quantized):
         if base is None:
             return "q", _u8(lossy.encode(t, kind, codec)), kind
@@ -49,8 +49,8 @@ def encode(t: torch.Tensor, fqn: str, codec, base: torch.Tensor | None) -> tuple
     if base is None:
         enc, data = _full(t, codec)
         return enc, data, kind
-    if isinstance(codec, nzdist.Lossy):  # delta of what a full lossy save would have restored
-        t = nzdist.decompress(nzdist.compress(t, codec=codec))
+    if isinstance(codec, nzcodec.Lossy):  # delta of what a full lossy save would have restored
+        t = nzcodec.decompress(nzcodec.compress(t, codec=codec))
     if _bit_equal(t, base):
         return "same", torch.empty(0, dtype=torch.uint8), kind
     dx = _u8(delta.encode(t, base))
@@ -75,12 +75,12 @@ def decode(encoding: str, data: torch.Tensor, dtype: torch.dtype, shape: torch.S
                              f"{shape.numel() * esize}")
         t = data.view(dtype).view(shape) if shape.numel() else torch.empty(shape, dtype=dtype)
     elif encoding == "nz":
-        ct = nzdist.CompressedTensor.from_bytes(data)
+        ct = nzcodec.CompressedTensor.from_bytes(data)
         if ct.dtype != dtype or ct.numel != shape.numel():
             raise ValueError(f"payload holds {tuple(ct.shape)} {ct.dtype}, expected {tuple(shape)} {dtype}")
         if out is not None and out.is_contiguous() and out.shape == ct.shape:
-            return nzdist.decompress(ct, out=out)
-        t = nzdist.decompress(ct).view(shape)
+            return nzcodec.decompress(ct, out=out)
+        t = nzcodec.decompress(ct).view(shape)
     elif encoding in ("q", "qd"):
         t = lossy.decode(data.numpy(), shape, dtype, ref=base if encoding == "qd" else None)
     elif encoding == "dx":

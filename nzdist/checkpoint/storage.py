@@ -28,7 +28,7 @@ from torch.distributed.checkpoint.planner import (LoadItemType, LoadPlan, LoadPl
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
 from torch.futures import Future
 
-import nzdist
+import nzdist.codec as nzcodec
 
 from . import atomic, records
 from .files import Checkpoint, CheckpointInUseError, live_dependents, read_metadata
@@ -58,7 +58,7 @@ class NzdistStorageWriter(StorageWriter):
         if not isinstance(full_every, int) or full_every < 1:
             raise ValueError(f"full_every must be a positive int, got {full_every!r}")
         self.path = Path(path).absolute()
-        self.codec = codec if codec is not None else nzdist.Lossless()
+        self.codec = codec if codec is not None else nzcodec.Lossless()
         self.previous = Path(previous).absolute() if previous is not None else None
         if self.previous is not None and self.previous.resolve() == self.path.resolve():
             raise ValueError(f"cannot save {self.path} as a delta against itself: replacing it would delete the base")

@@ -12,24 +12,14 @@ from __future__ import annotations
 
 import torch
 
-import nzdist
 from deepspeed import comm as dist
 from deepspeed.accelerator import get_accelerator
 from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
 
-from nzdist import accounting
+import nzdist.codec as nzcodec
+from nzdist.accounting import record_all_gather
 
 from .partitions import CompressedPartitions, group_of, group_size, partition_numel, rank_in_group, valid_numel
-
-
-def exchange_sizes(local: list[int], group) -> torch.Tensor:
-    """All-gather one int64 per parameter; returns a [world, n] table of every rank's payload sizes."""
-    world = dist.get_world_size(group=group)
-    device = get_accelerator().current_device_name()
-    send = torch.tensor(local, dtype=torch.int64, device=device)
-    recv = torch.empty(world * len(local), dtype=torch.int64, device=device)
-    dist.allgather_fn(recv, send, group=group, async_op=False)
-    return recv.view(world, len(local)).cpu()
 
 
 class CompressedAllGatherHandle:
@@ -59,10 +49,10 @@ class CompressedAllGatherHandle:
             for r, size in enumerate(self._partitions.sizes(p)):
                 n = valid_numel(p, r)
                 if n:  # a rank whose partition is all padding sent nothing
-                    cts.append(nzdist.CompressedTensor.from_bytes(recv.narrow(0, r * self._total + off, size)))
+                    cts.append(nzcodec.CompressedTensor.from_bytes(recv.narrow(0, r * self._total + off, size)))
                     outs.append(out.narrow(0, r * ps, n))
             gathered.append(out)
-        nzdist.decompress_batch(cts, outs)  # every rank's payload of every parameter in one threaded pass
+        nzcodec.decompress_batch(cts, outs)  # every rank's payload of every parameter in one threaded pass
         for p, out in zip(self._params, gathered):
             p.data = out.view(p.ds_shape)
             p.ds_status = ZeroParamStatus.AVAILABLE
@@ -97,5 +87,5 @@ def all_gather_compressed(params: list, partitions: CompressedPartitions) -> Com
     work = dist.allgather_fn(recv, send, group=group, async_op=True)
     if partitions.cfg.stats:
         dense = sum(partition_numel(p) * p.ds_tensor.element_size() for p in params)
-        accounting.record_all_gather(total, dense)
+        record_all_gather(total, dense)
     return CompressedAllGatherHandle(work, params, recv, offsets, total, partitions)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-import nzdist
+import nzdist.codec as nzcodec
 
 from .partitions import CompressedPartitions, partition_numel, rank_in_group, valid_numel
 
@@ -83,7 +83,7 @@ class FlatBufferAtRest:
             if p.ds_tensor.numel() == 0:  # released: its payload is the partition
                 valid = valid_numel(p, rank)
                 if decode and valid:
-                    cts.append(nzdist.CompressedTensor.from_bytes(self.partitions.payload(p).cpu()))
+                    cts.append(nzcodec.CompressedTensor.from_bytes(self.partitions.payload(p).cpu()))
                     outs.append(view.narrow(0, 0, valid))
                 if decode and valid < n:
                     view.narrow(0, valid, n - valid).zero_()  # padding: as DeepSpeed's zero-padded copy
@@ -92,7 +92,7 @@ class FlatBufferAtRest:
             p.ds_tensor.data = view
             offset += n
         if cts:
-            nzdist.decompress_batch(cts, outs)
+            nzcodec.decompress_batch(cts, outs)
         self.released = False
 
     def released_bytes(self) -> int:

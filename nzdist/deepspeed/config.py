@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from collections.abc import Mapping
 
-import nzdist
+import nzdist.codec as nzcodec
 
 SECTION = "neuzip"
 CODECS = ("lossless", "lossy")
@@ -59,7 +59,7 @@ class NeuzipConfig:
     codec: str = "lossless"
     mantissa_bits: int = 3
     block_size: int = 512
-    chunk_elems: int = nzdist.Lossless().chunk_elems
+    chunk_elems: int = nzcodec.Lossless().chunk_elems
     params: str = "all"
     min_numel: int = 4096
     stats: bool = True
@@ -89,11 +89,11 @@ class NeuzipConfig:
         except ValueError as e:
             raise NeuzipConfigError(f"neuzip: {e}") from None
 
-    def codec_object(self) -> nzdist.Lossless | nzdist.Lossy:
+    def codec_object(self) -> nzcodec.Lossless | nzcodec.Lossy:
         if self.codec == "lossy":
-            return nzdist.Lossy(mantissa_bits=self.mantissa_bits, block_size=self.block_size,
+            return nzcodec.Lossy(mantissa_bits=self.mantissa_bits, block_size=self.block_size,
                                 chunk_elems=self.chunk_elems)
-        return nzdist.Lossless(chunk_elems=self.chunk_elems)
+        return nzcodec.Lossless(chunk_elems=self.chunk_elems)
 
     @classmethod
     def from_dict(cls, section: Mapping[str, Any]) -> NeuzipConfig:

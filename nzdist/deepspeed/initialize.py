@@ -102,7 +102,7 @@ def _checkpoint_engine_class(neuzip: NeuzipConfig):
     if not neuzip.checkpoint.compress:
         return None
     try:
-        from nzdist.checkpoint.deepspeed_engine import NzdistCheckpointEngine
+        from nzdist.deepspeed.checkpoint_engine import NzdistCheckpointEngine
     except ImportError as e:
         raise NeuzipConfigError(f'neuzip.checkpoint.compress is true but nzdist\'s DeepSpeed checkpoint engine '
                                 f"is not available ({e})") from e

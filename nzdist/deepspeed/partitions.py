@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 import torch
 
-import nzdist
+import nzdist.codec as nzcodec
 from nzdist.codec.config import MANTISSA_BITS
 
 from .config import NeuzipConfig
@@ -55,6 +55,19 @@ def group_size(param) -> int:
     from deepspeed import comm as dist
 
     return dist.get_world_size(group=group_of(param))
+
+
+def exchange_sizes(local: list[int], group) -> torch.Tensor:
+    """All-gather one int64 per parameter; returns a [world, n] table of every rank's payload sizes."""
+    from deepspeed import comm as dist
+    from deepspeed.accelerator import get_accelerator
+
+    world = dist.get_world_size(group=group)
+    device = get_accelerator().current_device_name()
+    send = torch.tensor(local, dtype=torch.int64, device=device)
+    recv = torch.empty(world * len(local), dtype=torch.int64, device=device)
+    dist.allgather_fn(recv, send, group=group, async_op=False)
+    return recv.view(world, len(local)).cpu()
 
 
 def by_group(params: Iterable) -> list[list]:
@@ -117,8 +130,6 @@ class CompressedPartitions:
     def refresh(self, params: Iterable) -> None:
         """Encode each parameter's local partition and learn every rank's payload size. Collective over each
         parameter's partition group: every rank must call it with the same parameters."""
-        from .allgather import exchange_sizes
-
         params = [p for p in params if self.manages(p)]
         for group in by_group(params):
             rank = rank_in_group(group[0])
@@ -139,7 +150,7 @@ class CompressedPartitions:
         n = valid_numel(param, rank)
         if n == 0:
             return torch.empty(0, dtype=torch.uint8, device=param.ds_tensor.device)
-        ct = nzdist.compress(param.ds_tensor.detach().narrow(0, 0, n), codec=self.codec)
+        ct = nzcodec.compress(param.ds_tensor.detach().narrow(0, 0, n), codec=self.codec)
         return ct.data.to(param.ds_tensor.device)
 
     # --- compressed at rest (frozen, lossless) ----------------------------------------------------------
@@ -162,7 +173,7 @@ class CompressedPartitions:
             dense = torch.zeros(ps, dtype=p.ds_tensor.dtype, device=p.ds_tensor.device)
             n = valid_numel(p, rank)
             if n:
-                nzdist.decompress(nzdist.CompressedTensor.from_bytes(e.payload.cpu()), out=dense.narrow(0, 0, n))
+                nzcodec.decompress(nzcodec.CompressedTensor.from_bytes(e.payload.cpu()), out=dense.narrow(0, 0, n))
             p.ds_tensor.data = dense
             e.at_rest = False
             done.append(p)

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 from ckpt_testutil import end_worker
 
-from nzdist.checkpoint.deepspeed_engine import MAGIC, NzdistCheckpointEngine
+from nzdist.deepspeed.checkpoint_engine import MAGIC, NzdistCheckpointEngine
 
 CONFIG = {
     "train_micro_batch_size_per_gpu": 4,

@@ -8,7 +8,7 @@ import torch.distributed.checkpoint as dcp
 from safetensors.torch import load_file
 
 import nzdist.checkpoint as ckpt
-from nzdist.checkpoint import cli
+from nzdist.cli import ckpt as cli
 
 from ckpt_testutil import assert_bit_equal, step, tiny_training_state
 

@@ -13,7 +13,7 @@ pytest.importorskip("deepspeed")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 from nzdist.checkpoint import ChecksumError  # noqa: E402
-from nzdist.checkpoint.deepspeed_engine import NzdistCheckpointEngine  # noqa: E402
+from nzdist.deepspeed.checkpoint_engine import NzdistCheckpointEngine  # noqa: E402
 
 HERE = Path(__file__).parent
 

@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import save_file
 
 import nzdist
-from nzdist import stats
-from nzdist.stats import split_entropy
+from nzdist.cli import stats
+from nzdist.cli.stats import split_entropy
 
 # (bits, exponent bits, mantissa bits) per dtype
 FORMATS = {torch.bfloat16: (16, 8, 7), torch.float16: (16, 5, 10), torch.float32: (32, 8, 23)}

@@ -19,34 +19,6 @@ MODEL = ModelConfig(d_model=64, n_layer=2, n_head=4, seq_len=32)
 FROZEN = ("embed", "blocks.0")
 
 
-def ensure_checkpoint_engine() -> bool:
-    """nzdist's compressed DeepSpeed checkpoint engine, or -- while nzdist.checkpoint has none yet -- a stand-in
-    under the same import path that counts what goes through it. Returns True for the stand-in."""
-    import importlib.util
-
-    if importlib.util.find_spec("nzdist.checkpoint.deepspeed_engine") is not None:
-        return False
-    import types
-
-    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
-
-    class NzdistCheckpointEngine(TorchCheckpointEngine):
-        saves = loads = 0
-
-        def save(self, state_dict, path):
-            NzdistCheckpointEngine.saves += 1
-            return super().save(state_dict, path)
-
-        def load(self, path, map_location=None):
-            NzdistCheckpointEngine.loads += 1
-            return super().load(path, map_location=map_location)
-
-    module = types.ModuleType("nzdist.checkpoint.deepspeed_engine")
-    module.NzdistCheckpointEngine = NzdistCheckpointEngine
-    sys.modules[module.__name__] = module
-    return True
-
-
 def edit_between_steps(cfg, tokens, freeze=()):
     """3 steps, then rank 0 rewrites two weights inside GatheredParameters(modifier_rank=0) (DeepSpeed then
     re-partitions them with has_been_updated=True), then 3 more steps. Returns this rank's losses."""
@@ -123,14 +95,10 @@ def main() -> int:
     runs["dense"] = train_deepspeed(dense_config(cfg), 20, MODEL, tokens=tokens)
     if args.scenario == "parity_ckpt":
         # Checkpoints go through nzdist's compressed checkpoint engine ("checkpoint": {"compress": true}).
-        stand_in = ensure_checkpoint_engine()
         ckpt = copy.deepcopy(cfg)
         ckpt["neuzip"]["checkpoint"] = {"compress": True}
         runs["neuzip"] = train_deepspeed(ckpt, 20, MODEL, tokens=tokens, save_dir=args.ckpt, save_at=10)
         runs["resumed"] = train_deepspeed(ckpt, 10, MODEL, tokens=tokens, start_step=10, load_dir=args.ckpt)
-        engine_cls = sys.modules["nzdist.checkpoint.deepspeed_engine"].NzdistCheckpointEngine
-        runs["checkpoint_engine"] = {"stand_in": stand_in, "saves": getattr(engine_cls, "saves", None),
-                                     "loads": getattr(engine_cls, "loads", None)}
     else:
         dense_at_rest = copy.deepcopy(cfg)  # bf16 partitions kept dense between steps, as DeepSpeed keeps them
         dense_at_rest["neuzip"]["compress_at_rest"] = False

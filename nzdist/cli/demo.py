@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--full", action="store_true", help="run the full codec benchmark instead of --quick")
     args = p.parse_args(argv)
 
-    from nzdist import stats
+    from nzdist.cli import stats
     from nzdist.bench import codec as bench_codec
 
     try:

@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "bench":
         module = importlib.import_module(f"nzdist.bench.{args.name}")
     else:
-        module = importlib.import_module({"stats": "nzdist.stats", "ckpt": "nzdist.checkpoint.cli",
-                                          "demo": "nzdist.demo", "train": "nzdist.launch.main"}[args.cmd])
+        module = importlib.import_module({"stats": "nzdist.cli.stats", "ckpt": "nzdist.cli.ckpt",
+                                          "demo": "nzdist.cli.demo", "train": "nzdist.launch.main"}[args.cmd])
     return int(module.main(rest) or 0)
 
 

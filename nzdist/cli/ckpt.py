@@ -14,8 +14,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .files import Checkpoint
-from .format import CheckpointError, ChecksumError
+from nzdist.checkpoint.files import Checkpoint
+from nzdist.checkpoint.format import CheckpointError, ChecksumError
 
 
 def _fmt_bytes(n: float) -> str:
@@ -101,8 +101,8 @@ def convert(path: str, out: str, fmt: str = "dcp") -> None:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
 
-    from .api import _dcp_call
-    from .storage import NzdistStorageReader
+    from nzdist.checkpoint.api import _dcp_call
+    from nzdist.checkpoint.storage import NzdistStorageReader
 
     with Checkpoint(path) as ck:
         total = sum(r.length for r in ck.metadata.storage_data.values())

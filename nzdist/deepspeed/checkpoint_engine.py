@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 from deepspeed.runtime.checkpoint_engine.checkpoint_engine import CheckpointCommitInfo, CheckpointEngine
 
-import nzdist
+import nzdist.codec as nzcodec
 
-from . import atomic
-from .format import CheckpointError, ChecksumError
+from nzdist.checkpoint import atomic
+from nzdist.checkpoint.format import CheckpointError, ChecksumError
 
 MAGIC = b"NZDSENG1"
 _HEADER = struct.Struct("<8sIQ")
@@ -45,7 +45,7 @@ def _pack(obj, codec):
     if isinstance(obj, torch.Tensor):
         t = obj.detach()
         if t.dtype in _FLOATS and t.numel() * t.element_size() >= _MIN_BYTES and t.layout == torch.strided:
-            ct = nzdist.compress(t.cpu().contiguous(), codec=codec)
+            ct = nzcodec.compress(t.cpu().contiguous(), codec=codec)
             return _Packed(ct.data.clone(), bool(obj.requires_grad))
         return obj
     if isinstance(obj, dict):
@@ -60,7 +60,7 @@ def _pack(obj, codec):
 
 def _unpack(obj, map_location):
     if isinstance(obj, _Packed):
-        t = nzdist.decompress(nzdist.CompressedTensor.from_bytes(obj.payload))
+        t = nzcodec.decompress(nzcodec.CompressedTensor.from_bytes(obj.payload))
         if map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
             t = t.to(map_location)
         return t.requires_grad_(obj.requires_grad) if obj.requires_grad else t
@@ -84,10 +84,10 @@ class NzdistCheckpointEngine(CheckpointEngine):
         super().__init__(config_params)
         self.name = "NzdistCheckpointEngine"
         if codec is None or codec == "lossless":
-            codec = nzdist.Lossless()
+            codec = nzcodec.Lossless()
         elif codec == "lossy":
-            codec = nzdist.Lossy(mantissa_bits=mantissa_bits, block_size=block_size)
-        elif not isinstance(codec, (nzdist.Lossless, nzdist.Lossy)):
+            codec = nzcodec.Lossy(mantissa_bits=mantissa_bits, block_size=block_size)
+        elif not isinstance(codec, (nzcodec.Lossless, nzcodec.Lossy)):
             raise ValueError(f'checkpoint codec must be "lossless", "lossy" or an nzdist codec, got {codec!r}')
         self.codec = codec
 
@@ -128,7 +128,7 @@ class NzdistCheckpointEngine(CheckpointEngine):
         try:
             tree = torch.load(io.BytesIO(body), map_location=map_location, weights_only=False)
             return _unpack(tree, map_location)
-        except (nzdist.FormatError, RuntimeError, ValueError) as e:
+        except (nzcodec.FormatError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"{path}: cannot decode: {e}") from e
 
     def commit(self, info: CheckpointCommitInfo):
