@@ -76,3 +76,38 @@ def torchrun(script: Path, nproc: int, args: list[str], tmp_path: Path, *, timeo
     out["returncode"] = proc.returncode
     out["stderr_tail"] = proc.stderr[-3000:]
     return out
+
+
+# -- tiny Hugging Face models and data for the launched scripts (random init; nothing is fetched) -----------------
+VOCAB, CTX = 83, 16
+
+
+def tiny_llama(tied: bool = True):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=72, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
+                                        tie_word_embeddings=tied))
+
+
+def tiny_gpt2():
+    """GPT-2 ties lm_head to wte."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    return GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=2, n_head=4,
+                                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+
+
+class TokenData(torch.utils.data.Dataset):
+    """Deterministic token sequences for Trainer: the same examples on every run (the sampler splits them by
+    rank); labels are the inputs (causal LM)."""
+
+    def __init__(self, n: int = 64):
+        g = torch.Generator().manual_seed(7)
+        self.ids = torch.randint(0, VOCAB, (n, CTX), generator=g)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "labels": self.ids[i]}

@@ -25,7 +25,7 @@ from .slot import KIND_OVERFLOW, KIND_RAW, SLOT_HEADER_BYTES, CapacityError, rea
 
 def pre_all_gather(shard, mesh, outer_size, mp_policy) -> tuple[tuple[torch.Tensor, ...], tuple]:
     """This rank's all-gather inputs (its slot, as FSDP wants it shaped) and the metadata for the decode."""
-    st, meta = shard._state, shard._state.meta
+    st, meta, plan = shard._state, shard._state.meta, shard._state.plan
     param_dtype = getattr(mp_policy, "param_dtype", None)
     gather_dtype = param_dtype if param_dtype is not None else shard.dtype
     world = mesh.size()
@@ -34,7 +34,7 @@ def pre_all_gather(shard, mesh, outer_size, mp_policy) -> tuple[tuple[torch.Tens
     padded_rows = -(-rows // world)
     padded_numel = padded_rows * row_numel
     even = rows % world == 0
-    if meta.capacity is None or meta.gather_dtype != gather_dtype:
+    if not plan.agreed_for(gather_dtype):
         payload = st.payload_for(gather_dtype)
         capacity = agree_capacity(payload_bytes=0 if payload is None else payload.nbytes,
                                   padded_numel=padded_numel, dtype=gather_dtype, headroom=meta.headroom,
@@ -44,18 +44,18 @@ def pre_all_gather(shard, mesh, outer_size, mp_policy) -> tuple[tuple[torch.Tens
         if not even:  # FSDP asserts padded-shape inputs for uneven shards: travel as k uint8 slices
             slices = max(1, -(-capacity // padded_numel))
             capacity = slices * padded_numel
-        meta.capacity, meta.slices, meta.gather_dtype = capacity, slices, gather_dtype
+        plan.fix(capacity, slices, gather_dtype)
     if gather_dtype == shard.dtype:
         st.seal()
-    slot = st.make_slot(gather_dtype, meta.capacity)
-    record_all_gather(meta.capacity, padded_numel * gather_dtype.itemsize)
+    slot = st.make_slot(gather_dtype, plan.capacity)
+    record_all_gather(plan.capacity, padded_numel * gather_dtype.itemsize)
     if even:
         inputs = (slot,)
     else:
         padded_shape = (padded_rows, *outer_size[1:])
         inputs = tuple(slot[j * padded_numel:(j + 1) * padded_numel].view(padded_shape)
-                       for j in range(meta.slices))
-    return inputs, (gather_dtype, tuple(outer_size), world, meta.capacity, even, meta, mesh.get_group())
+                       for j in range(plan.slices))
+    return inputs, (gather_dtype, tuple(outer_size), world, plan.capacity, even, meta, mesh.get_group())
 
 
 def post_all_gather(shard, all_gather_outputs, metadata, *, out=None):

@@ -17,8 +17,6 @@ from __future__ import annotations
 import torch
 from torch.utils._pytree import tree_map_only
 
-from nzdist.codec import CompressedTensor
-
 from .allgather import post_all_gather, pre_all_gather
 from .state import SUPPORTED_DTYPES, ShardMeta, ShardState
 
@@ -144,14 +142,10 @@ class CompressedShard(torch.Tensor):
                 return CompressedShard(src._state, shape)
         if func in _SUBVIEW_OPS and isinstance(args[0], CompressedShard):
             src = args[0]
-            sealed = src._state.dense is None
             out = func(src.dense(), *args[1:], **kwargs)
 
             def part(d):
-                st = ShardState(d, src._state.meta, owns_storage=src._state.owns_storage or sealed)
-                st.detached = sealed or src._state.detached
-                st.parent = None if sealed else src._state
-                return CompressedShard(st, d.shape, d.stride())
+                return CompressedShard(ShardState.part_of(src._state, d), d.shape, d.stride())
 
             return tree_map_only(torch.Tensor, part, out)
         if func is aten._to_copy.default and isinstance(args[0], CompressedShard) and args[0].is_sealed \
@@ -161,18 +155,13 @@ class CompressedShard(torch.Tensor):
             src, device = args[0], torch.device(kwargs["device"])
             if device == src.device:
                 return CompressedShard(src._state, src.shape)
-            moved = ShardState(torch.empty(0, dtype=src.dtype, device=device), src._state.meta, owns_storage=True)
-            moved.shape, moved.dense, moved.dirty = src.shape, None, False
-            moved.ct = CompressedTensor.from_bytes(src._state.ct.data.to(device))
-            if src._state.gather_ct is not None:
-                moved.gather_ct = CompressedTensor.from_bytes(src._state.gather_ct.data.to(device))
-            return CompressedShard(moved, src.shape)
+            return CompressedShard(ShardState.moved(src._state, device), src.shape)
         if func in _FACTORY_OPS or func in _COPY_OPS:
             src = args[0]
             plain_src = torch.empty(0, dtype=src.dtype, device=src.device) if func in _FACTORY_OPS else src.dense()
             out = func(plain_src, *args[1:], **kwargs)
             if out.dtype in SUPPORTED_DTYPES:
-                return CompressedShard(ShardState(out, src._state.meta, owns_storage=True), out.shape, out.stride())
+                return CompressedShard(ShardState.derived(src._state, out), out.shape, out.stride())
             return out
 
         mutated = _mutated_shards(func, args, kwargs)
@@ -203,10 +192,8 @@ class CompressedShard(torch.Tensor):
 
 
 def _rebuild(dense: torch.Tensor, meta: ShardMeta, sealed: bool, is_param: bool, requires_grad: bool):
-    """A new shard holding ``dense``'s values with ``meta``'s codec and policy (a new parameter: no capacity yet)."""
-    fresh = ShardMeta(codec=meta.codec, headroom=meta.headroom, name=meta.name, trainable=meta.trainable,
-                      on_overflow=meta.on_overflow)
-    new = CompressedShard(ShardState(dense, fresh, owns_storage=True), dense.shape)
+    """A new shard holding ``dense``'s values with ``meta``'s codec and policy (a new parameter: nothing agreed)."""
+    new = CompressedShard(ShardState(dense, meta, owns_storage=True), dense.shape)
     if sealed:
         new.seal_()
     if is_param:

@@ -19,17 +19,15 @@ from .slot import KIND_OVERFLOW, KIND_PAYLOAD, KIND_RAW, SLOT_HEADER_BYTES, writ
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ShardMeta:
-    """What every tensor derived from one converted parameter shares: its codec and its all-gather capacity."""
+    """How one converted parameter is compressed: its codec and capacity policy. Validated here, never changed;
+    every tensor derived from the parameter shares it."""
 
     codec: object = Lossless()
     headroom: float = DEFAULT_HEADROOM
     name: str = ""
     trainable: bool = True  # frozen parameters are encoded once and need no room to grow
-    capacity: int | None = None  # slot bytes, agreed across ranks at the first all-gather, then fixed
-    slices: int = 1  # >1 only for unevenly sharded params: the slot travels as `slices` padded-shape uint8 tensors
-    gather_dtype: torch.dtype | None = None
     on_overflow: str = "spill"  # "spill": the owner broadcasts an outgrown shard raw; "raise": CapacityError
 
     def __post_init__(self) -> None:
@@ -37,6 +35,26 @@ class ShardMeta:
             raise ValueError(f"on_overflow must be 'spill' or 'raise', got {self.on_overflow!r}")
         if not isinstance(self.headroom, (int, float)) or not 0 <= self.headroom <= 4:
             raise ValueError(f"headroom must be a fraction in 0..4, got {self.headroom!r}")
+
+
+class GatherPlan:
+    """What the ranks agreed at a parameter's first all-gather, then fixed for the module's life (FSDP2 sizes its
+    buffers once): the slot ``capacity`` in bytes, the number of padded-shape uint8 ``slices`` it travels as
+    (>1 only for unevenly sharded parameters) and the ``dtype`` gathered. Shared by the shard and the buffers
+    FSDP derives from it (re-padding after ``load_state_dict`` keeps the agreement)."""
+
+    __slots__ = ("capacity", "slices", "dtype")
+
+    def __init__(self) -> None:
+        self.capacity: int | None = None
+        self.slices = 1
+        self.dtype: torch.dtype | None = None
+
+    def agreed_for(self, dtype: torch.dtype) -> bool:
+        return self.capacity is not None and self.dtype == dtype
+
+    def fix(self, capacity: int, slices: int, dtype: torch.dtype) -> None:
+        self.capacity, self.slices, self.dtype = capacity, slices, dtype
 
 
 class ShardState:
@@ -47,16 +65,17 @@ class ShardState:
     to FSDP's copy-in, so the resident bytes carry no capacity headroom.
     """
 
-    __slots__ = ("dense", "ct", "gather_ct", "dirty", "owns_storage", "meta", "shape", "dtype", "device",
+    __slots__ = ("dense", "ct", "gather_ct", "dirty", "owns_storage", "meta", "plan", "shape", "dtype", "device",
                  "encodes", "detached", "parent", "_identity")
 
-    def __init__(self, dense: torch.Tensor, meta: ShardMeta, owns_storage: bool):
+    def __init__(self, dense: torch.Tensor, meta: ShardMeta, owns_storage: bool, plan: GatherPlan | None = None):
         self.dense: torch.Tensor | None = dense
         self.ct: CompressedTensor | None = None
         self.gather_ct: CompressedTensor | None = None
         self.dirty = True  # no payload yet
         self.owns_storage = owns_storage  # dense is a buffer nobody else reads: free it when sealing
         self.meta = meta
+        self.plan = plan if plan is not None else GatherPlan()
         self.shape, self.dtype, self.device = dense.shape, dense.dtype, dense.device
         self.encodes = 0  # resident (re-)encodings so far (frozen parameters: exactly one)
         self.detached = False  # a part-view of a *sealed* shard: a decoded copy, so writes to it would be lost
@@ -76,6 +95,32 @@ class ShardState:
         if self._identity is None:
             self._identity = torch.empty(1, dtype=torch.uint8)
         return self._identity
+
+    # -- constructors for the states FSDP's ops derive from a shard ----------------------------------------------
+    @classmethod
+    def derived(cls, src: ShardState, dense: torch.Tensor) -> ShardState:
+        """A fresh buffer of the same parameter (FSDP's padding ``new_zeros``, ``_to_copy``, pinning)."""
+        return cls(dense, src.meta, owns_storage=True, plan=src.plan)
+
+    @classmethod
+    def part_of(cls, src: ShardState, dense: torch.Tensor) -> ShardState:
+        """A view of part of ``src`` (FSDP's chunking): ``dense`` is a view of ``src``'s open buffer, whose writes
+        make ``src`` dirty too, or -- for a sealed ``src`` -- a decoded copy, which must not be written to."""
+        sealed = src.dense is None
+        st = cls(dense, src.meta, owns_storage=src.owns_storage or sealed, plan=src.plan)
+        st.detached = sealed or src.detached
+        st.parent = None if sealed else src
+        return st
+
+    @classmethod
+    def moved(cls, src: ShardState, device: torch.device) -> ShardState:
+        """A sealed ``src`` on another device: its payloads move, nothing is decoded."""
+        st = cls(torch.empty(0, dtype=src.dtype, device=device), src.meta, owns_storage=True, plan=src.plan)
+        st.shape, st.dense, st.dirty = src.shape, None, False
+        st.ct = CompressedTensor.from_bytes(src.ct.data.to(device))
+        if src.gather_ct is not None:
+            st.gather_ct = CompressedTensor.from_bytes(src.gather_ct.data.to(device))
+        return st
 
     @property
     def numel(self) -> int:

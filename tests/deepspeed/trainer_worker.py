@@ -16,12 +16,10 @@ import os
 import sys
 import tempfile
 
-import torch
 import torch.distributed as dist
-from support import emit, same_bits
+from support import TokenData, emit, same_bits, tiny_gpt2, tiny_llama
 
 STEPS = 5
-VOCAB, CTX = 83, 16
 
 BASE = {
     "train_micro_batch_size_per_gpu": "auto",
@@ -38,38 +36,11 @@ DS_OPTIMIZER = {"type": "AdamW", "params": {"lr": "auto", "betas": "auto", "eps"
 NEUZIP = {"codec": "lossless", "params": "all", "min_numel": 256, "stats": True, "compress_at_rest": True}
 
 
-def tiny_llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    return LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=72, num_hidden_layers=2,
-                                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
-                                        tie_word_embeddings=True))
-
-
-def tiny_gpt2():
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    return GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=2, n_head=4,
-                                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
-
-
 # case: (model builder, optimizer from the DeepSpeed config (True) or Trainer's default AdamW (False), bf16)
 CASES = {
     "llama_trainer_optim": (tiny_llama, False, False),
     "gpt2_ds_optim_bf16": (tiny_gpt2, True, True),
 }
-
-
-class TokenData(torch.utils.data.Dataset):
-    def __init__(self, n: int = 64):
-        g = torch.Generator().manual_seed(7)
-        self.ids = torch.randint(0, VOCAB, (n, CTX), generator=g)
-
-    def __len__(self):
-        return len(self.ids)
-
-    def __getitem__(self, i):
-        return {"input_ids": self.ids[i], "labels": self.ids[i]}
 
 
 def full_params(engine) -> dict:

@@ -20,54 +20,31 @@ import tempfile
 
 import torch
 import torch.distributed as dist
-from common import emit, full_params, init, same_bits
+from common import full_params, init
+from support import TokenData, emit, same_bits, tiny_gpt2, tiny_llama
 
 import nzdist.fsdp as nzfsdp
 
 STEPS = 6
-VOCAB, CTX = 83, 16
 
 
-def tiny_llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=72, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
-                      tie_word_embeddings=True)
-    return LlamaForCausalLM(cfg), "LlamaDecoderLayer"
+def llama():
+    return tiny_llama(tied=True), "LlamaDecoderLayer"
 
 
-def tiny_gpt2():
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    cfg = GPT2Config(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=2, n_head=4, resid_pdrop=0.0,
-                     embd_pdrop=0.0, attn_pdrop=0.0)  # tie_word_embeddings: lm_head shares wte
-    return GPT2LMHeadModel(cfg), "GPT2Block"
+def gpt2():
+    return tiny_gpt2(), "GPT2Block"
 
 
 # case: (model builder, Trainer optim name, bf16 mixed precision)
 CASES = {
-    "llama_adamw": (tiny_llama, "adamw_torch", False),  # Trainer's default optimizer
-    "llama_sgd": (tiny_llama, "sgd", False),
-    "gpt2_adamw": (tiny_gpt2, "adamw_torch", False),
-    "gpt2_sgd": (tiny_gpt2, "sgd", False),
+    "llama_adamw": (llama, "adamw_torch", False),  # Trainer's default optimizer
+    "llama_sgd": (llama, "sgd", False),
+    "gpt2_adamw": (gpt2, "adamw_torch", False),
+    "gpt2_sgd": (gpt2, "sgd", False),
     # bf16=True: accelerate builds a MixedPrecisionPolicy(param_dtype=bf16) and keeps fp32 master shards
-    "llama_adamw_bf16": (tiny_llama, "adamw_torch", True),
+    "llama_adamw_bf16": (llama, "adamw_torch", True),
 }
-
-
-class TokenData(torch.utils.data.Dataset):
-    """Deterministic byte-level sequences: the same examples on every run (the sampler splits them by rank)."""
-
-    def __init__(self, n: int = 64):
-        g = torch.Generator().manual_seed(7)
-        self.ids = torch.randint(0, VOCAB, (n, CTX), generator=g)
-
-    def __len__(self):
-        return len(self.ids)
-
-    def __getitem__(self, i):
-        return {"input_ids": self.ids[i], "labels": self.ids[i]}
 
 
 def force_fsdp2(trainer, args) -> None:
