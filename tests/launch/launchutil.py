@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
+
+from support import free_port  # noqa: F401  (re-exported for the launch tests)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PY = sys.executable
@@ -27,12 +28,6 @@ def run(cmd: list[str], timeout: float, **extra_env) -> subprocess.CompletedProc
     except subprocess.TimeoutExpired as e:
         raise AssertionError(f"{cmd} did not finish in {timeout}s (hang?)\n"
                              f"stdout: {e.stdout}\nstderr: {e.stderr}") from e
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def load_report(out_dir) -> dict:

@@ -9,8 +9,8 @@ import pytest
 import torch
 from launchutil import PY, run
 
+from nzdist.experiments.config import KNOBS, PRESETS, ConfigError, load_preset, preset_path
 from nzdist.launch import compare, main
-from nzdist.launch.presets import KNOBS, PRESETS, PresetError, load_preset, preset_path
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -52,22 +52,22 @@ def test_preset_files_must_document_every_knob(tmp_path):
     raw = json.load(open(preset_path("tiny_cpu")))
     undocumented = copy.deepcopy(raw)
     del undocumented["knobs"]["lr"]
-    with pytest.raises(PresetError, match=r"\['lr'\] have no entry in its \"knobs\" doc dict"):
+    with pytest.raises(ConfigError, match=r"\['lr'\] have no entry in its \"knobs\" doc dict"):
         load_preset(_write(tmp_path, undocumented))
     unknown = copy.deepcopy(raw)
     unknown["learning_rate"] = 1.0
-    with pytest.raises(PresetError, match=r"unknown knob\(s\) \['learning_rate'\]"):
+    with pytest.raises(ConfigError, match=r"unknown knob\(s\) \['learning_rate'\]"):
         load_preset(_write(tmp_path, unknown))
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(PresetError, match="not valid JSON"):
+    with pytest.raises(ConfigError, match="not valid JSON"):
         load_preset(str(tmp_path / "bad.json"))
     lossy = dict(raw, codec="lossy")
-    with pytest.raises(PresetError, match="codec must be 'lossless'"):
+    with pytest.raises(ConfigError, match="codec must be 'lossless'"):
         load_preset(_write(tmp_path, lossy))
 
 
 def test_presets_load_and_have_the_sizes_they_claim():
-    from nzdist.launch.train import GPT, ModelConfig
+    from nzdist.experiments.models import GPT, ModelConfig
 
     def params(p):
         with torch.device("meta"):
@@ -96,14 +96,13 @@ def test_presets_ship_inside_the_package_and_configs_is_that_folder():
     import os
 
     import nzdist
-    from nzdist.launch.presets import CONFIG_DIR
-    from nzdist.launch.train import default_config_path
+    from nzdist.experiments.config import CONFIG_DIR, default_deepspeed_config
 
     package = os.path.dirname(os.path.abspath(nzdist.__file__))
     assert os.path.realpath(CONFIG_DIR) == os.path.join(os.path.realpath(package), "configs")
     for name in PRESETS:
         assert os.path.isfile(preset_path(name)) and preset_path(name).startswith(CONFIG_DIR)
-    assert os.path.samefile(default_config_path(), os.path.join(CONFIG_DIR, "neuzip_zero.json"))
+    assert os.path.samefile(default_deepspeed_config(), os.path.join(CONFIG_DIR, "neuzip_zero.json"))
     checkout_configs = os.path.join(os.path.dirname(package), "configs")
     if os.path.exists(checkout_configs):
         assert os.path.samefile(checkout_configs, CONFIG_DIR)

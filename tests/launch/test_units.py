@@ -9,8 +9,9 @@ import torch
 import torch.distributed as dist
 from launchutil import free_port
 
-from nzdist.launch import compare, report
-from nzdist.launch.presets import load_preset
+from nzdist.experiments import report
+from nzdist.experiments.config import load_preset
+from nzdist.experiments.counters import BroadcastCounter
 
 
 def _record(losses, param_bytes):
@@ -45,7 +46,7 @@ def test_broadcast_counter_counts_while_active_and_restores(monkeypatch):
     original = dist.broadcast
     dist.init_process_group("gloo", rank=0, world_size=1)
     try:
-        with compare.BroadcastCounter() as counter:
+        with BroadcastCounter() as counter:
             dist.broadcast(torch.zeros(10, dtype=torch.bfloat16), src=0)
             dist.broadcast(torch.zeros(3, dtype=torch.float32), src=0)
         dist.broadcast(torch.zeros(99), src=0)  # after the block: not counted

@@ -19,6 +19,7 @@ from torch.distributed.fsdp import fully_shard as torch_fully_shard
 
 import nzdist
 import nzdist.fsdp as nzfsdp
+from nzdist.experiments.fsdp import train_loop
 
 STEPS = 20
 
@@ -49,15 +50,14 @@ def logits_of(model, x):
     return out.logits if hasattr(out, "logits") else out
 
 
+def lm_loss(model, x, y):
+    logits = logits_of(model, x)
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
 def train(model, opt, rank, steps=STEPS):
-    losses = []
-    for x, y in batches(rank, steps):
-        logits = logits_of(model, x)
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(loss.item())
+    """The harness's FSDP2 loop (the one the main job and the benchmark run) over this script's batches."""
+    losses, _ = train_loop(model, opt, batches(rank, steps), lambda batch: batch, torch.device("cpu"), loss_fn=lm_loss)
     return losses
 
 

