@@ -21,11 +21,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from .models import ModelConfig
+
 # Shipped inside the package (pyproject.toml package-data), so a wheel install finds them from any directory.
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 PRESETS = ("tiny_cpu", "gpu_1b")
 _DTYPES = ("float32", "bfloat16", "float16")
 _META = ("name", "description", "knobs")  # keys of a preset file that are not knobs
+_GPT = ModelConfig()
 
 
 class ConfigError(ValueError):
@@ -39,10 +42,10 @@ class ExperimentConfig:
     dtype: str = "bfloat16"  # parameter storage dtype of both runs
     mp_param_dtype: str | None = None  # FSDP2 MixedPrecisionPolicy(param_dtype=...) if set
     mp_reduce_dtype: str | None = None  # ... and reduce_dtype=... if set
-    d_model: int = 128
-    n_layer: int = 2
-    n_head: int = 4
-    seq_len: int = 64
+    d_model: int = _GPT.d_model  # the GPT's shape; its defaults are the model's own
+    n_layer: int = _GPT.n_layer
+    n_head: int = _GPT.n_head
+    seq_len: int = _GPT.seq_len
     batch: int = 8  # sequences per rank per step
     steps: int = 30
     warmup_steps: int = 1  # left out of the step-time summary
