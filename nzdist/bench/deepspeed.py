@@ -22,7 +22,6 @@ import subprocess
 import sys
 
 from nzdist.experiments.config import default_deepspeed_config
-from nzdist.experiments.dist import free_port
 
 from .common import report
 
@@ -58,8 +57,8 @@ def main(argv=None) -> int:
         env.setdefault("DS_ACCELERATOR", "cpu")
     # Ranks share the host's cores: give each its share of codec threads instead of all of them.
     env.setdefault("NZDIST_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.nproc), "--master_port",
-           str(free_port()), "-m", "nzdist.bench.deepspeed", "--worker",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.nproc),
+           "-m", "nzdist.bench.deepspeed", "--worker",
            *[a for a in (argv if argv is not None else sys.argv[1:])]]
     return subprocess.call(cmd, env=env)
 

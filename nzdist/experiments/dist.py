@@ -4,7 +4,6 @@ threads per rank, and leaving the group before the interpreter does."""
 from __future__ import annotations
 
 import os
-import socket
 from datetime import timedelta
 
 import torch
@@ -53,12 +52,6 @@ def set_threads(cfg: ExperimentConfig) -> int:
     torch.set_num_threads(n)
     nzdist.set_num_threads(n)
     return n
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def end_distributed() -> None:
