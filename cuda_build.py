@@ -8,6 +8,7 @@ so newer GPUs JIT the kernels).
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import shutil
 import subprocess
@@ -76,13 +77,16 @@ class CudaBuildExt(build_ext):
             return super().build_extension(ext)
         build_dir = Path(self.build_temp) / "nzdist_cuda"
         build_dir.mkdir(parents=True, exist_ok=True)
-        objects = []
-        for src in cu:
-            obj = str((build_dir / (Path(src).stem + ".o")).resolve())
-            cmd = nvcc_command(src, obj)
+        objects = [str((build_dir / (Path(src).stem + ".o")).resolve()) for src in cu]
+        commands = [nvcc_command(src, obj) for src, obj in zip(cu, objects)]
+        for cmd in commands:
             print(" ".join(cmd), flush=True)
-            subprocess.run(cmd, check=True, cwd=ROOT)
-            objects.append(obj)
+        # One nvcc per .cu file at once (each compiles for every target architecture; minutes on few cores).
+        jobs = int(os.environ.get("NZDIST_BUILD_JOBS") or 0) or os.cpu_count() or 1
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(jobs, len(commands))) as pool:
+            for done in pool.map(lambda c: subprocess.run(c, cwd=ROOT), commands):
+                if done.returncode != 0:
+                    raise subprocess.CalledProcessError(done.returncode, done.args)
         ext.sources = [s for s in ext.sources if not s.endswith(".cu")]
         ext.extra_objects = list(ext.extra_objects or []) + objects
         super().build_extension(ext)

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from pybind11.setup_helpers import Pybind11Extension, build_ext
+from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext
 from setuptools import setup
 
 ROOT = Path(__file__).resolve().parent
@@ -40,6 +40,9 @@ def cuda_wanted() -> bool:
     except (OSError, subprocess.SubprocessError):
         return False
 
+
+# The codec's sources compile in parallel, one per core (NZDIST_BUILD_JOBS caps it).
+ParallelCompile("NZDIST_BUILD_JOBS").install()
 
 ext_modules = [Pybind11Extension("nzdist._C", CPU_SOURCES, cxx_std=17, extra_compile_args=cpu_flags(),
                                  include_dirs=["csrc"])]
