@@ -9,6 +9,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from nzdist.teardown import end_distributed  # noqa: F401  (the harness's workers leave the group through it)
+
 from .config import ConfigError, ExperimentConfig
 
 
@@ -52,13 +54,3 @@ def set_threads(cfg: ExperimentConfig) -> int:
     torch.set_num_threads(n)
     nzdist.set_num_threads(n)
     return n
-
-
-def end_distributed() -> None:
-    """Tear the process groups down before the interpreter does: a gloo group left to interpreter teardown can
-    abort the process after all work is done ("terminate called without an active exception", pytorch#190489)."""
-    import torch.distributed as td
-
-    if td.is_available() and td.is_initialized():
-        td.barrier()
-        td.destroy_process_group()

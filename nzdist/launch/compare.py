@@ -22,6 +22,7 @@ from nzdist.experiments.config import ConfigError, ExperimentConfig, load_preset
 from nzdist.experiments.data import stdlib_bytes
 from nzdist.experiments.dist import init_distributed, resolve_device, set_threads
 from nzdist.experiments.parity import local_params, same_bits
+from nzdist.teardown import end_distributed
 
 from .presets import add_override_args, overrides_from
 
@@ -53,10 +54,13 @@ def main(argv=None) -> int:
     device_type = resolve_device(preset)
     rank, world, device = init_distributed(device_type, "nzdist.launch.compare")
     try:
-        return _compare(args, preset, rank, world, device)
-    finally:
-        if dist.is_initialized():
+        rc = _compare(args, preset, rank, world, device)
+    except BaseException:
+        if dist.is_initialized():  # failing: leave at once (a peer may be stuck in a collective)
             dist.destroy_process_group()
+        raise
+    end_distributed(barrier=False)  # every rank just took part in the verdict's broadcast
+    return rc
 
 
 def _compare(args, preset: ExperimentConfig, rank: int, world: int, device: torch.device) -> int:
