@@ -102,6 +102,9 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("_decoders", &nz::available_decoders, "chunk decoders in this build: scalar, avx2, avx512");
   m.def("_set_decoder", &nz::set_decoder, "testing/benchmarks: force a chunk decoder ('auto' = fastest)");
+  m.def("_encoders", &nz::available_encoders, "chunk encoders in this build: scalar, avx2");
+  m.def("_set_encoder", &nz::set_encoder, "testing/benchmarks: force a chunk encoder ('auto' = fastest)");
+  m.def("_encoder_self_check", &nz::encoder_self_check, "tests: mismatches of the SIMD encoder's arithmetic (0)");
   m.def("set_num_threads", &nz::set_default_threads);
   m.def("get_num_threads", &nz::default_threads);
 }
