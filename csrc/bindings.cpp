@@ -95,6 +95,9 @@ PYBIND11_MODULE(_C, m) {
     return nz::max_encoded_bytes(numel, ndim, p);
   });
 
+  m.def("default_chunk_elems", [](int dtype) { return nz::default_chunk_elems(uint8_t(dtype)); }, py::arg("dtype"),
+        "elements per chunk when a codec config leaves chunk_elems unset (csrc/format.h)");
+
   m.def("crc32c", [](uintptr_t src, uint64_t len, uint32_t crc) {
     py::gil_scoped_release nogil;
     return nz::crc32c(as_ptr(src), len, crc);

@@ -18,7 +18,7 @@ def _codec_args(dtype: torch.dtype, codec: Codec) -> tuple[int, int, int]:
         raise TypeError(f"codec must be nzdist.Lossless() or nzdist.Lossy(...), got {codec!r}")
     keep = codec.mantissa_bits_for(dtype)
     block = codec.block_size if isinstance(codec, Lossy) else 0
-    return keep, block, codec.chunk_elems
+    return keep, block, codec.chunk_elems_for(dtype)
 
 
 def compress(tensor: torch.Tensor, codec: Codec | None = None, *, threads: int = 0) -> CompressedTensor:

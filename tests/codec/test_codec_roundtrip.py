@@ -129,3 +129,17 @@ def test_compresses_real_weights_to_the_entropy_bound(minilm_state):
         ct = roundtrip(b)
         total_bits += 8 * ct.nbytes
     assert total_bits <= 1.015 * bound_bits
+
+
+def test_default_chunk_size_per_dtype():
+    """fp16 defaults to 128 Ki elements per chunk (its frequency tables cost more per element), bf16/fp32 64 Ki;
+    an explicit chunk_elems wins."""
+    for dtype, chunk in ((torch.bfloat16, 1 << 16), (torch.float16, 1 << 17), (torch.float32, 1 << 16)):
+        assert nzdist.Lossless().chunk_elems_for(dtype) == chunk
+        ct = roundtrip(weights(300000, dtype))
+        assert ct.header()["chunk_elems"] == chunk
+        assert nzdist.compress(weights(3000, dtype), codec=nzdist.Lossy(3, 0)).header()["chunk_elems"] == chunk
+    ct = nzdist.compress(weights(300000, torch.float16), codec=nzdist.Lossless(chunk_elems=4096))
+    assert ct.header()["chunk_elems"] == 4096
+    with pytest.raises(ValueError, match="chunk_elems"):
+        nzdist.Lossless(chunk_elems=1000)
