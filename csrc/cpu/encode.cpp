@@ -88,6 +88,7 @@ void normalise(const uint32_t* counts, int alphabet, uint64_t n, uint32_t* freq)
 struct Scratch {
   std::vector<uint32_t> q;                   // lossy: the quantised values
   std::vector<uint32_t> hist;                // 4 interleaved histograms per field
+  std::vector<uint32_t> joint;               // 16-bit elements: a histogram of whole patterns, kept zeroed
   std::vector<uint16_t> words[kMaxFields];   // coded fields' streams, written back to front
   EncTables tables;
 };
@@ -124,6 +125,37 @@ void count_fields(const T* src, uint64_t n, const FieldLayout& fl, uint32_t* his
     const uint32_t* h = hist + base[f];
     for (uint32_t s = 0; s < stride[f]; s++)
       counts[f][s] = h[s] + h[stride[f] + s] + h[2 * stride[f] + s] + h[3 * stride[f] + s];
+  }
+}
+
+// 16-bit elements cut into two fields (bf16 10 + 6, fp16 8 + 8 bits): one histogram of the whole 16-bit pattern,
+// one increment per element instead of one per field, then both fields' counts as its row and column sums (the
+// pass that sums also zeroes it for the next chunk). Pays off from a few thousand elements.
+constexpr uint64_t kJointMinElems = 16384;
+
+void count_joint16(const uint16_t* src, uint64_t n, const FieldLayout& fl, uint32_t* joint, uint32_t* const* counts) {
+  uint64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    uint64_t v;
+    std::memcpy(&v, src + i, 8);
+    joint[v & 0xFFFF]++;
+    joint[(v >> 16) & 0xFFFF]++;
+    joint[(v >> 32) & 0xFFFF]++;
+    joint[v >> 48]++;
+  }
+  for (; i < n; i++) joint[src[i]]++;
+  const uint32_t rows = 1u << fl.width[0], cols = 1u << fl.width[1];
+  uint32_t* col = counts[1];
+  std::fill(col, col + cols, 0u);
+  for (uint32_t r = 0; r < rows; r++) {
+    uint32_t* row = joint + uint64_t(r) * cols;
+    uint32_t sum = 0;
+    for (uint32_t c = 0; c < cols; c++) {
+      sum += row[c];
+      col[c] += row[c];
+    }
+    std::fill(row, row + cols, 0u);
+    counts[0][r] = sum;
   }
 }
 
@@ -208,8 +240,13 @@ Encoded::Chunk encode_fields(const T* src, uint64_t n, const FieldLayout& fl, co
   const uint64_t n_pad = (n + kLanes - 1) / kLanes * kLanes;
   uint32_t counts_buf[kMaxFields][1u << kMaxSymbolBits];
   uint32_t* counts[kMaxFields] = {counts_buf[0], counts_buf[1], counts_buf[2], counts_buf[3]};
-  s.hist.resize(4 * kMaxFields << kMaxSymbolBits);
-  count_all(src, n, fl, s.hist.data(), counts);
+  if (sizeof(T) == 2 && fl.n == 2 && fl.width[0] + fl.width[1] == 16 && n >= kJointMinElems) {
+    s.joint.resize(1u << 16, 0u);
+    count_joint16(reinterpret_cast<const uint16_t*>(src), n, fl, s.joint.data(), counts);
+  } else {
+    s.hist.resize(4 * kMaxFields << kMaxSymbolBits);
+    count_all(src, n, fl, s.hist.data(), counts);
+  }
 
   uint32_t freq[1u << kMaxSymbolBits];
   CodedField coded[kMaxFields];

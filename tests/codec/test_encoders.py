@@ -71,3 +71,40 @@ def test_real_weights_every_encoder(minilm_state, encoder):
             assert payload_bytes(x, nzdist.Lossless(), encoder) == ref, (name, dtype)
             back = nzdist.decompress(nzdist.CompressedTensor.from_bytes(ref))
             assert torch.equal(int_view(back), int_view(x))
+
+
+def normalise(counts, n, scale=1 << 11):
+    """FORMAT.md's frequency normalisation (the encoder's `normalise`), in Python."""
+    freq = [0 if c == 0 else max(1, (c * scale + n // 2) // n) for c in counts]
+    top = max(range(len(counts)), key=lambda s: (counts[s], -s))
+    diff = scale - sum(freq)
+    if diff >= 0:
+        freq[top] += diff
+    while diff < 0:
+        big = max(range(len(freq)), key=lambda s: (freq[s], -s))
+        take = min(-diff, freq[big] - 1)
+        freq[big] -= take
+        diff += take
+    return freq
+
+
+@pytest.mark.parametrize("encoder", _C._encoders())
+@pytest.mark.parametrize("dtype,n", [(torch.bfloat16, 65536), (torch.float16, 131072), (torch.bfloat16, 5000),
+                                     (torch.float32, 65536)])
+def test_first_chunk_table_is_the_normalised_histogram(dtype, n, encoder):
+    """The frequency table of field 0 is the normalised histogram of sign|exponent|top mantissa bits, whichever
+    way the encoder counted (per field, or one histogram of whole 16-bit patterns for large chunks)."""
+    x = (torch.randn(n, generator=torch.Generator().manual_seed(9)) * 0.02).to(dtype)
+    buf = payload_bytes(x, nzdist.Lossless(), encoder)
+    h = nzdist.CompressedTensor.from_bytes(buf).header()
+    assert h["num_chunks"] == 1
+    chunk = h["header_bytes"] + 16  # the index: 2 offsets, padded to 16
+    assert buf[chunk + 8] & 1  # field 0 coded
+    width, shift = {torch.bfloat16: (10, 6), torch.float16: (8, 8), torch.float32: (10, 22)}[dtype]
+    u = int_view(x).to(torch.int64) & ((1 << (8 * x.element_size())) - 1)
+    counts = torch.bincount(u >> shift, minlength=1 << width).tolist()
+    want = [(s, f) for s, f in enumerate(normalise(counts, n)) if f]
+    field = chunk + 16
+    n_used = int.from_bytes(buf[field:field + 2], "little")
+    entries = [int.from_bytes(buf[field + 136 + 3 * i:field + 139 + 3 * i], "little") for i in range(n_used)]
+    assert [(e & 0x3FF, (e >> 10) + 1) for e in entries] == want
