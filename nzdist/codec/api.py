@@ -8,7 +8,7 @@ import torch
 
 from .. import _C
 from . import cuda as _gpu
-from .config import Codec, Lossless, Lossy
+from .config import Codec, Lossless, Lossy, default_chunk_elems
 from .dtypes import dtype_code
 from .tensor import CompressedTensor
 
@@ -77,7 +77,9 @@ def decompress_batch(cts: Sequence[CompressedTensor], outs: Sequence[torch.Tenso
         outs = [torch.empty(c.shape, dtype=c.dtype, device=c.data.device) for c in cts] if outs is None else list(outs)
         for c, o in zip(cts, outs):
             _check_out(c, o)
-        _gpu.decompress_batch([c.data for c in cts], outs, check=check)
+        # chunk sizes size the launch only (the header on the GPU has the real one): the dtype's default
+        _gpu.decompress_batch([c.data for c in cts], outs, chunk_elems=[default_chunk_elems(c.dtype) for c in cts],
+                              check=check)
         return outs
     results, targets, jobs = [], [], []
     for i, ct in enumerate(cts):
