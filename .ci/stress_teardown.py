@@ -32,9 +32,7 @@ FAILURE_MARKS = ("terminate called", "Fatal Python error", "Segmentation fault",
 
 def tiny_preset(path: str, threads_per_rank: int) -> None:
     """tiny_cpu with the work cut down to a couple of steps of a tiny model (every knob stays documented)."""
-    import nzdist
-
-    with open(os.path.join(os.path.dirname(nzdist.__file__), "configs", "tiny_cpu.json")) as f:
+    with open(os.path.join(REPO, "nzdist", "configs", "tiny_cpu.json")) as f:  # the checkout under test
         preset = json.load(f)
     preset.update(name="teardown_stress", d_model=32, n_layer=1, n_head=2, seq_len=16, batch=2, steps=2,
                   warmup_steps=1, data_bytes=8192, chunk_elems=1024, threads_per_rank=threads_per_rank)

@@ -95,6 +95,9 @@ PYBIND11_MODULE(_C, m) {
     return nz::max_encoded_bytes(numel, ndim, p);
   });
 
+  m.def("default_chunk_elems", [](int dtype) { return nz::default_chunk_elems(uint8_t(dtype)); }, py::arg("dtype"),
+        "elements per chunk when a codec config leaves chunk_elems unset (csrc/format.h)");
+
   m.def("crc32c", [](uintptr_t src, uint64_t len, uint32_t crc) {
     py::gil_scoped_release nogil;
     return nz::crc32c(as_ptr(src), len, crc);
@@ -102,6 +105,9 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("_decoders", &nz::available_decoders, "chunk decoders in this build: scalar, avx2, avx512");
   m.def("_set_decoder", &nz::set_decoder, "testing/benchmarks: force a chunk decoder ('auto' = fastest)");
+  m.def("_encoders", &nz::available_encoders, "chunk encoders in this build: scalar, avx2");
+  m.def("_set_encoder", &nz::set_encoder, "testing/benchmarks: force a chunk encoder ('auto' = fastest)");
+  m.def("_encoder_self_check", &nz::encoder_self_check, "tests: mismatches of the SIMD encoder's arithmetic (0)");
   m.def("set_num_threads", &nz::set_default_threads);
   m.def("get_num_threads", &nz::default_threads);
 }

@@ -23,6 +23,30 @@ def minilm_state():
     return {k: v for k, v in load_file(MINILM).items() if v.is_floating_point()}
 
 
+@pytest.fixture(params=["scalar", "avx2", "avx512"])
+def decoder(request):
+    """Every chunk decoder this build has (scalar reference, AVX2, AVX-512) must give the same bits."""
+    from nzdist import _C
+
+    if request.param not in _C._decoders():
+        pytest.skip(f"no {request.param} decoder in this build")
+    _C._set_decoder(request.param)
+    yield request.param
+    _C._set_decoder("auto")
+
+
+@pytest.fixture(params=["scalar", "avx2"])
+def encoder(request):
+    """Every chunk encoder this build has writes the same bytes; round trips run through each."""
+    from nzdist import _C
+
+    if request.param not in _C._encoders():
+        pytest.skip(f"no {request.param} encoder in this build")
+    _C._set_encoder(request.param)
+    yield request.param
+    _C._set_encoder("auto")
+
+
 def int_view(t: torch.Tensor) -> torch.Tensor:
     """The tensor's bit patterns, for bit-exact comparison (NaN payloads included)."""
     return t.contiguous().view({2: torch.int16, 4: torch.int32}[t.element_size()])

@@ -31,10 +31,15 @@ class Encoded {
   uint64_t nbytes() const { return total_bytes_; }
   void write(uint8_t* dst, int threads) const;
 
+  struct Chunk {  // one chunk's bytes (uninitialised storage: the encoder writes every byte, padding included)
+    std::unique_ptr<uint8_t[]> data;
+    uint64_t size = 0;
+  };
+
  private:
   friend std::unique_ptr<Encoded> encode(const void*, uint64_t, const int64_t*, int, const EncodeParams&, int);
   std::vector<uint8_t> head_;                 // header + normalisers + chunk index (raw mode: header only)
-  std::vector<std::vector<uint8_t>> chunks_;  // coded mode
+  std::vector<Chunk> chunks_;                 // coded mode
   const uint8_t* raw_src_ = nullptr;          // raw mode: the caller's tensor, copied by write()
   uint64_t raw_bytes_ = 0;
   uint64_t total_bytes_ = 0;
@@ -72,6 +77,12 @@ void decode_batch(const std::vector<DecodeJob>& jobs, int threads);
 enum class Decoder { kAuto, kScalar, kAvx2, kAvx512 };
 std::vector<std::string> available_decoders();
 void set_decoder(const std::string& name);
+
+// Chunk encoders (the kernels that entropy-code and pack the fields): the scalar reference and the SIMD ones
+// this build has; "auto" picks the fastest. For tests and benchmarks: every encoder writes the same bytes.
+std::vector<std::string> available_encoders();
+void set_encoder(const std::string& name);
+uint64_t encoder_self_check();  // SIMD arithmetic against its scalar definition, for tests: 0 = no mismatch
 
 // Largest payload encode() can produce for this many elements (the raw fallback bounds it when lossless).
 uint64_t max_encoded_bytes(uint64_t numel, int ndim, const EncodeParams& params);

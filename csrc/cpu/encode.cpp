@@ -3,19 +3,27 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <stdexcept>
 
 #include "bytes.h"
 #include "codec.h"
 #include "crc32c.h"
+#include "encode_kernels.h"
 #include "parallel.h"
-
-#if defined(__AVX2__)
-#include <immintrin.h>
-#endif
 
 namespace nz {
 namespace {
+
+// Which kernels encode: the best this build has, unless a test asks for another (set_encoder).
+enum class Encoder { kAuto, kScalar, kAvx2 };
+Encoder g_encoder = Encoder::kAuto;
+
+const EncodeKernels& encode_kernels() {
+  Encoder e = g_encoder;
+  if (e == Encoder::kAuto) e = enc_avx2::available() ? Encoder::kAvx2 : Encoder::kScalar;
+  return e == Encoder::kAvx2 ? enc_avx2::kKernels : enc_scalar::kKernels;
+}
 
 uint32_t load_elem(const uint8_t* src, uint64_t i, int bytes) {
   if (bytes == 2) {
@@ -76,86 +84,88 @@ void normalise(const uint32_t* counts, int alphabet, uint64_t n, uint32_t* freq)
   }
 }
 
-struct CodedField {
-  uint16_t n_used = 0;
-  uint32_t states[kLanes];
-  std::vector<uint8_t> table;   // n_used 3-byte entries
-  std::vector<uint16_t> words;  // in decode order
+// Per-thread buffers of the chunk encoder, reused from chunk to chunk (no per-chunk allocation or zeroing).
+struct Scratch {
+  std::vector<uint32_t> q;                   // lossy: the quantised values
+  std::vector<uint32_t> hist;                // 4 interleaved histograms per field
+  std::vector<uint32_t> joint;               // 16-bit elements: a histogram of whole patterns, kept zeroed
+  std::vector<uint16_t> words[kMaxFields];   // coded fields' streams, written back to front
+  EncTables tables;
 };
 
-// Per-symbol encoder constants. x / freq is a multiply by a 33-bit reciprocal (Granlund-Montgomery: exact for
-// every 32-bit x), several times faster than a hardware divide, which dominated encoding.
-struct EncSymbol {
-  uint64_t rcp;      // ceil(2^(32 + shift) / freq)
-  uint32_t shift;    // ceil(log2 freq)
-  uint32_t freq, cum;
-  uint64_t x_max;    // renormalise when x >= freq << (32 - kProbBits)
-};
-
-EncSymbol enc_symbol(uint32_t freq, uint32_t cum) {
-  uint32_t shift = 0;
-  while ((1u << shift) < freq) shift++;
-  uint64_t rcp = ((uint64_t(1) << (32 + shift)) + freq - 1) / freq;
-  return {rcp, shift, freq, cum, uint64_t(freq) << (32 - kProbBits)};
-}
-
-// Interleaved rANS over `n` symbols: element j uses lane j % 32. Encodes back to front so the decoder reads
-// the word stream front to back and writes its output in order.
-void rans_encode(const uint16_t* syms, uint64_t n, const EncSymbol* table, CodedField& out) {
-  for (int l = 0; l < kLanes; l++) out.states[l] = kRansL;
-  out.words.resize(n + 1);  // at most one word per symbol, +1: the branch-free store writes one ahead
-  uint64_t emitted = 0;
-  uint16_t* words = out.words.data();
-  const uint64_t steps = (n + kLanes - 1) / kLanes;
-  for (uint64_t step = steps; step-- > 0;) {
-    const uint64_t base = step * kLanes;
-    const int active = int(std::min<uint64_t>(kLanes, n - base));
-    for (int l = active - 1; l >= 0; l--) {
-      const EncSymbol& e = table[syms[base + l]];
-      uint32_t x = out.states[l];
-      // Branch-free renormalisation: whether a lane emits is data-dependent and close to a coin flip.
-      const bool emit = x >= e.x_max;
-      words[emitted] = uint16_t(x & 0xFFFF);
-      emitted += emit;
-      x >>= 16 * unsigned(emit);  // a shift, not a select: compilers turn the select into a mispredicted branch
-      uint32_t q = uint32_t((static_cast<unsigned __int128>(x) * e.rcp) >> (32 + e.shift));
-      out.states[l] = (q << kProbBits) + (x - q * e.freq) + e.cum;
+// Histograms of every field in one pass over the chunk's elements. Four interleaved copies per field: runs of
+// one symbol would otherwise serialise on one counter.
+template <class T, int NF>
+void count_fields(const T* src, uint64_t n, const FieldLayout& fl, uint32_t* hist, uint32_t* const* counts) {
+  int shift[NF];
+  uint32_t mask[NF], stride[NF], base[NF];
+  uint32_t b = 0;
+  for (int f = 0; f < NF; f++) {
+    shift[f] = fl.shift[f];
+    stride[f] = 1u << fl.width[f];
+    mask[f] = stride[f] - 1;
+    base[f] = b;
+    b += 4 * stride[f];
+  }
+  std::fill(hist, hist + b, 0u);
+  uint64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const uint32_t u0 = src[i], u1 = src[i + 1], u2 = src[i + 2], u3 = src[i + 3];
+    for (int f = 0; f < NF; f++) {
+      uint32_t* h = hist + base[f];
+      h[(u0 >> shift[f]) & mask[f]]++;
+      h[stride[f] + ((u1 >> shift[f]) & mask[f])]++;
+      h[2 * stride[f] + ((u2 >> shift[f]) & mask[f])]++;
+      h[3 * stride[f] + ((u3 >> shift[f]) & mask[f])]++;
     }
   }
-  out.words.resize(emitted);
-  std::reverse(out.words.begin(), out.words.end());
+  for (; i < n; i++)
+    for (int f = 0; f < NF; f++) hist[base[f] + ((uint32_t(src[i]) >> shift[f]) & mask[f])]++;
+  for (int f = 0; f < NF; f++) {
+    const uint32_t* h = hist + base[f];
+    for (uint32_t s = 0; s < stride[f]; s++)
+      counts[f][s] = h[s] + h[stride[f] + s] + h[2 * stride[f] + s] + h[3 * stride[f] + s];
+  }
 }
 
-// Raw field storage: bytes for 8-bit fields, bit-planes (per 32 elements, `width` u32 words) otherwise.
-void write_raw_field(const uint16_t* vals, uint64_t n_pad, int width, uint8_t* dst) {
-  if (width == 8) {
-    for (uint64_t i = 0; i < n_pad; i++) dst[i] = uint8_t(vals[i]);
-    return;
+// 16-bit elements cut into two fields (bf16 10 + 6, fp16 8 + 8 bits): one histogram of the whole 16-bit pattern,
+// one increment per element instead of one per field, then both fields' counts as its row and column sums (the
+// pass that sums also zeroes it for the next chunk). Pays off from a few thousand elements.
+constexpr uint64_t kJointMinElems = 16384;
+
+void count_joint16(const uint16_t* src, uint64_t n, const FieldLayout& fl, uint32_t* joint, uint32_t* const* counts) {
+  uint64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    uint64_t v;
+    std::memcpy(&v, src + i, 8);
+    joint[v & 0xFFFF]++;
+    joint[(v >> 16) & 0xFFFF]++;
+    joint[(v >> 32) & 0xFFFF]++;
+    joint[v >> 48]++;
   }
-  for (uint64_t g = 0; g < n_pad / kLanes; g++) {
-    const uint16_t* v = vals + g * kLanes;
-#if defined(__AVX2__)
-    // Bytes of the 32 values (low and high halves), then each plane is one movemask of the bit moved to the top.
-    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v));
-    const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + 16));
-    const __m256i lo_mask = _mm256_set1_epi16(0xFF);
-    const __m256i lo = _mm256_permute4x64_epi64(
-        _mm256_packus_epi16(_mm256_and_si256(a, lo_mask), _mm256_and_si256(b, lo_mask)), 0xD8);
-    const __m256i hi = _mm256_permute4x64_epi64(
-        _mm256_packus_epi16(_mm256_srli_epi16(a, 8), _mm256_srli_epi16(b, 8)), 0xD8);
-    for (int j = 0; j < width; j++) {
-      const __m256i src = j < 8 ? lo : hi;
-      // shifting 16-bit lanes left by 7 - (j % 8) puts bit j % 8 of each byte at that byte's top bit
-      const uint32_t w = uint32_t(_mm256_movemask_epi8(_mm256_sll_epi16(src, _mm_cvtsi32_si128(7 - j % 8))));
-      put_u32(dst, (g * width + j) * 4, w);
+  for (; i < n; i++) joint[src[i]]++;
+  const uint32_t rows = 1u << fl.width[0], cols = 1u << fl.width[1];
+  uint32_t* col = counts[1];
+  std::fill(col, col + cols, 0u);
+  for (uint32_t r = 0; r < rows; r++) {
+    uint32_t* row = joint + uint64_t(r) * cols;
+    uint32_t sum = 0;
+    for (uint32_t c = 0; c < cols; c++) {
+      sum += row[c];
+      col[c] += row[c];
     }
-#else
-    for (int j = 0; j < width; j++) {
-      uint32_t w = 0;
-      for (int l = 0; l < kLanes; l++) w |= uint32_t((v[l] >> j) & 1u) << l;
-      put_u32(dst, (g * width + j) * 4, w);
-    }
-#endif
+    std::fill(row, row + cols, 0u);
+    counts[0][r] = sum;
+  }
+}
+
+template <class T>
+void count_all(const T* src, uint64_t n, const FieldLayout& fl, uint32_t* hist, uint32_t* const* counts) {
+  switch (fl.n) {
+    case 1: return count_fields<T, 1>(src, n, fl, hist, counts);
+    case 2: return count_fields<T, 2>(src, n, fl, hist, counts);
+    case 3: return count_fields<T, 3>(src, n, fl, hist, counts);
+    default: return count_fields<T, 4>(src, n, fl, hist, counts);
   }
 }
 
@@ -166,122 +176,145 @@ double entropy_bits(const uint32_t* counts, int alphabet, uint64_t n) {
   return bits;
 }
 
-std::vector<uint8_t> encode_chunk(const uint8_t* src, uint64_t begin, uint64_t n, const EncodeParams& p,
-                                  const DTypeInfo& d, const FieldLayout& fl, const float* norms) {
-  const int bytes = d.bits / 8;
-  const int drop = d.mant_bits - p.keep_bits;
-  const bool lossy = drop > 0 || norms;
-  const uint64_t n_pad = (n + kLanes - 1) / kLanes * kLanes;
+struct CodedField {
+  uint16_t n_used = 0;
+  uint32_t states[kLanes];
+  uint8_t table[kTableEntryBytes << kMaxSymbolBits];  // n_used 3-byte entries
+  const uint16_t* words = nullptr;                      // n_words, in decode order (in the scratch)
+  uint64_t n_words = 0;
+};
 
-  std::vector<uint32_t> q(n_pad, 0);
-  if (!lossy) {  // lossless: q is the bit pattern; a plain widening copy the compiler vectorises
-    if (bytes == 2) {
-      const auto* in = reinterpret_cast<const uint16_t*>(src) + begin;
-      for (uint64_t i = 0; i < n; i++) q[i] = in[i];
-    } else {
-      std::memcpy(q.data(), src + 4 * begin, 4 * n);
-    }
+Encoded::Chunk assemble(uint64_t n, uint64_t n_pad, const FieldLayout& fl, uint8_t coded_mask,
+                        const CodedField* coded, const std::function<void(int, uint8_t*)>& write_raw) {
+  // header | coded field headers+tables | raw fields | coded word streams (FORMAT.md, "Chunk").
+  uint64_t size = kChunkHeaderBytes;
+  for (int f = 0; f < fl.n; f++)
+    if (coded_mask >> f & 1) size += align_up(kFieldHeaderBytes + kTableEntryBytes * coded[f].n_used);
+  for (int f = 0; f < fl.n; f++)
+    if (!(coded_mask >> f & 1)) size += align_up(raw_field_bytes(fl.width[f], n_pad));
+  for (int f = 0; f < fl.n; f++)
+    if (coded_mask >> f & 1) size += align_up(2 * coded[f].n_words);
+  Encoded::Chunk chunk{std::unique_ptr<uint8_t[]>(new uint8_t[size]), size};
+  uint8_t* out = chunk.data.get();
+  std::memset(out, 0, kChunkHeaderBytes);
+  put_u32(out, kChunkOffElems, uint32_t(n));
+  out[kChunkOffCodedMask] = coded_mask;
+  uint64_t off = kChunkHeaderBytes;
+  auto pad_to = [&](uint64_t end) {  // padding bytes are zero
+    std::memset(out + off, 0, end - off);
+    off = end;
+  };
+  for (int f = 0; f < fl.n; f++) {
+    if (!(coded_mask >> f & 1)) continue;
+    const CodedField& cf = coded[f];
+    const uint64_t start = off;
+    put_u16(out, off, cf.n_used);
+    put_u16(out, off + 2, 0);
+    put_u32(out, off + 4, uint32_t(cf.n_words));
+    std::memcpy(out + off + 8, cf.states, 4 * kLanes);
+    std::memcpy(out + off + kFieldHeaderBytes, cf.table, kTableEntryBytes * cf.n_used);
+    off += kFieldHeaderBytes + kTableEntryBytes * cf.n_used;
+    pad_to(start + align_up(off - start));
+  }
+  for (int f = 0; f < fl.n; f++) {
+    if (coded_mask >> f & 1) continue;
+    const uint64_t bytes = raw_field_bytes(fl.width[f], n_pad);
+    write_raw(f, out + off);
+    off += bytes;
+    pad_to(off + (align_up(bytes) - bytes));
+  }
+  for (int f = 0; f < fl.n; f++) {
+    if (!(coded_mask >> f & 1)) continue;
+    std::memcpy(out + off, coded[f].words, 2 * coded[f].n_words);
+    off += 2 * coded[f].n_words;
+    pad_to(off + (align_up(2 * coded[f].n_words) - 2 * coded[f].n_words));
+  }
+  put_u32(out, kChunkOffCrc, crc32c(out + 4, size - 4));
+  return chunk;
+}
+
+// Histograms, coded-or-raw choice and entropy coding of one chunk whose elements are src[0..n) (the tensor
+// itself when lossless, the quantised values when lossy).
+template <class T>
+Encoded::Chunk encode_fields(const T* src, uint64_t n, const FieldLayout& fl, const EncodeKernels& k, Scratch& s) {
+  const uint64_t n_pad = (n + kLanes - 1) / kLanes * kLanes;
+  uint32_t counts_buf[kMaxFields][1u << kMaxSymbolBits];
+  uint32_t* counts[kMaxFields] = {counts_buf[0], counts_buf[1], counts_buf[2], counts_buf[3]};
+  if (sizeof(T) == 2 && fl.n == 2 && fl.width[0] + fl.width[1] == 16 && n >= kJointMinElems) {
+    s.joint.resize(1u << 16, 0u);
+    count_joint16(reinterpret_cast<const uint16_t*>(src), n, fl, s.joint.data(), counts);
   } else {
-    for (uint64_t i = 0; i < n; i++) {
-      uint32_t u = load_elem(src, begin + i, bytes);
-      if (norms && (u & exp_all_ones(d)) != exp_all_ones(d)) {
-        float s = norms[(begin + i) / p.block_size];
-        u = float_to_dtype(dtype_to_float(u, p.dtype) / s, p.dtype);
-      }
-      if (p.keep_bits == 0 && (u & (sign_bit(d) - 1)) > exp_all_ones(d))
-        throw std::invalid_argument("nzdist: NaN cannot be stored with Lossy(mantissa_bits=0); use mantissa_bits >= 1");
-      q[i] = round_mantissa(u, d, p.keep_bits) >> drop;
-    }
+    s.hist.resize(4 * kMaxFields << kMaxSymbolBits);
+    count_all(src, n, fl, s.hist.data(), counts);
   }
 
-  std::vector<uint16_t> vals(n_pad);
-  std::vector<uint32_t> counts(1u << kMaxSymbolBits), freq(1u << kMaxSymbolBits);
-  std::vector<uint32_t> partial(4u << kMaxSymbolBits);  // 4 interleaved histograms: runs of one symbol
-                                                        // would otherwise serialise on one counter
-  std::vector<EncSymbol> enc_table(1u << kMaxSymbolBits);
+  uint32_t freq[1u << kMaxSymbolBits];
   CodedField coded[kMaxFields];
-  std::vector<uint16_t> raw_vals[kMaxFields];
   uint8_t coded_mask = 0;
   for (int f = 0; f < fl.n; f++) {
     const int width = fl.width[f], alphabet = 1 << width;
-    const uint32_t mask = uint32_t(alphabet - 1);
-    for (uint64_t i = 0; i < n_pad; i++) vals[i] = uint16_t((q[i] >> fl.shift[f]) & mask);
-    std::fill(partial.begin(), partial.begin() + 4 * alphabet, 0u);
-    uint32_t* h = partial.data();
-    uint64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-      h[vals[i]]++;
-      h[alphabet + vals[i + 1]]++;
-      h[2 * alphabet + vals[i + 2]]++;
-      h[3 * alphabet + vals[i + 3]]++;
-    }
-    for (; i < n; i++) h[vals[i]]++;
-    for (int sym = 0; sym < alphabet; sym++)
-      counts[sym] = h[sym] + h[alphabet + sym] + h[2 * alphabet + sym] + h[3 * alphabet + sym];
+    const FieldSrc<T> fs{src, n, fl.shift[f], uint32_t(alphabet - 1)};
     int n_used = 0;
-    for (int s = 0; s < alphabet; s++) n_used += counts[s] != 0;
+    for (int sym = 0; sym < alphabet; sym++) n_used += counts[f][sym] != 0;
     const double raw_bits = double(raw_field_bytes(width, n_pad)) * 8;
     const double overhead_bits = 8.0 * (kFieldHeaderBytes + kTableEntryBytes * n_used + 2 * kAlign);
     // Code only where it saves >= 1%: a field that barely compresses (fp32 low mantissa bytes) decodes
     // several times faster raw.
-    if (n > 0 && entropy_bits(counts.data(), alphabet, n) + overhead_bits < 0.99 * raw_bits) {
-      normalise(counts.data(), alphabet, n, freq.data());
-      uint32_t c = 0;
-      CodedField& cf = coded[f];
-      for (int s = 0; s < alphabet; s++) {
-        if (freq[s]) enc_table[s] = enc_symbol(freq[s], c);
-        c += freq[s];
-        if (freq[s]) {
-          uint32_t e = uint32_t(s) | ((freq[s] - 1) << 10);
-          cf.table.push_back(uint8_t(e));
-          cf.table.push_back(uint8_t(e >> 8));
-          cf.table.push_back(uint8_t(e >> 16));
-        }
-      }
-      cf.n_used = uint16_t(cf.table.size() / kTableEntryBytes);
-      rans_encode(vals.data(), n, enc_table.data(), cf);
-      double coded_bytes = kFieldHeaderBytes + align_up(cf.table.size()) + align_up(2 * cf.words.size());
-      if (coded_bytes < raw_bits / 8) {
-        coded_mask |= uint8_t(1u << f);
-        continue;
-      }
+    if (!(n > 0 && entropy_bits(counts[f], alphabet, n) + overhead_bits < 0.99 * raw_bits)) continue;
+    normalise(counts[f], alphabet, n, freq);
+    CodedField& cf = coded[f];
+    uint32_t c = 0, used = 0;
+    for (int sym = 0; sym < alphabet; sym++) {
+      if (!freq[sym]) continue;
+      s.tables.sym[sym] = enc_symbol(freq[sym], c);
+      s.tables.fc[sym] = freq[sym] | c << 12;
+      s.tables.rcp[sym] = rcp_up(freq[sym]);
+      const uint32_t e = uint32_t(sym) | ((freq[sym] - 1) << 10);
+      cf.table[3 * used] = uint8_t(e);
+      cf.table[3 * used + 1] = uint8_t(e >> 8);
+      cf.table[3 * used + 2] = uint8_t(e >> 16);
+      used++;
+      c += freq[sym];
     }
-    raw_vals[f] = vals;
+    cf.n_used = uint16_t(used);
+    s.words[f].resize(n + 2 * kLanes);
+    uint16_t* end = s.words[f].data() + s.words[f].size();
+    if constexpr (sizeof(T) == 2) cf.n_words = k.rans16(fs, s.tables, cf.states, end);
+    else cf.n_words = k.rans32(fs, s.tables, cf.states, end);
+    cf.words = end - cf.n_words;
+    const double coded_bytes = kFieldHeaderBytes + align_up(kTableEntryBytes * used) + align_up(2 * cf.n_words);
+    if (coded_bytes < raw_bits / 8) coded_mask |= uint8_t(1u << f);
   }
+  return assemble(n, n_pad, fl, coded_mask, coded, [&](int f, uint8_t* dst) {
+    const FieldSrc<T> fs{src, n, fl.shift[f], (1u << fl.width[f]) - 1};
+    if constexpr (sizeof(T) == 2) k.raw16(fs, n_pad, fl.width[f], dst);
+    else k.raw32(fs, n_pad, fl.width[f], dst);
+  });
+}
 
-  // Assemble: header | coded field headers+tables | raw fields | coded word streams (FORMAT.md, "Chunk").
-  uint64_t size = kChunkHeaderBytes;
-  for (int f = 0; f < fl.n; f++)
-    if (coded_mask >> f & 1) size += align_up(kFieldHeaderBytes + coded[f].table.size());
-  for (int f = 0; f < fl.n; f++)
-    if (!(coded_mask >> f & 1)) size += align_up(raw_field_bytes(fl.width[f], n_pad));
-  for (int f = 0; f < fl.n; f++)
-    if (coded_mask >> f & 1) size += align_up(2 * coded[f].words.size());
-  std::vector<uint8_t> out(size, 0);
-  put_u32(out.data(), kChunkOffElems, uint32_t(n));
-  out[kChunkOffCodedMask] = coded_mask;
-  uint64_t off = kChunkHeaderBytes;
-  for (int f = 0; f < fl.n; f++) {
-    if (!(coded_mask >> f & 1)) continue;
-    const CodedField& cf = coded[f];
-    put_u16(out.data(), off, cf.n_used);
-    put_u32(out.data(), off + 4, uint32_t(cf.words.size()));
-    for (int l = 0; l < kLanes; l++) put_u32(out.data(), off + 8 + 4 * l, cf.states[l]);
-    std::memcpy(out.data() + off + kFieldHeaderBytes, cf.table.data(), cf.table.size());
-    off += align_up(kFieldHeaderBytes + cf.table.size());
+Encoded::Chunk encode_chunk(const uint8_t* src, uint64_t begin, uint64_t n, const EncodeParams& p,
+                            const DTypeInfo& d, const FieldLayout& fl, const float* norms, const EncodeKernels& k) {
+  thread_local Scratch scratch;
+  const int bytes = d.bits / 8;
+  const int drop = d.mant_bits - p.keep_bits;
+  const bool lossy = drop > 0 || norms;
+  if (!lossy) {  // lossless: the fields are cut straight from the caller's tensor
+    if (bytes == 2) return encode_fields(reinterpret_cast<const uint16_t*>(src) + begin, n, fl, k, scratch);
+    return encode_fields(reinterpret_cast<const uint32_t*>(src) + begin, n, fl, k, scratch);
   }
-  for (int f = 0; f < fl.n; f++) {
-    if (coded_mask >> f & 1) continue;
-    write_raw_field(raw_vals[f].data(), n_pad, fl.width[f], out.data() + off);
-    off += align_up(raw_field_bytes(fl.width[f], n_pad));
+  std::vector<uint32_t>& q = scratch.q;
+  q.resize(n);
+  for (uint64_t i = 0; i < n; i++) {
+    uint32_t u = load_elem(src, begin + i, bytes);
+    if (norms && (u & exp_all_ones(d)) != exp_all_ones(d)) {
+      float s = norms[(begin + i) / p.block_size];
+      u = float_to_dtype(dtype_to_float(u, p.dtype) / s, p.dtype);
+    }
+    if (p.keep_bits == 0 && (u & (sign_bit(d) - 1)) > exp_all_ones(d))
+      throw std::invalid_argument("nzdist: NaN cannot be stored with Lossy(mantissa_bits=0); use mantissa_bits >= 1");
+    q[i] = round_mantissa(u, d, p.keep_bits) >> drop;
   }
-  for (int f = 0; f < fl.n; f++) {
-    if (!(coded_mask >> f & 1)) continue;
-    for (size_t w = 0; w < coded[f].words.size(); w++) put_u16(out.data(), off + 2 * w, coded[f].words[w]);
-    off += align_up(2 * coded[f].words.size());
-  }
-  put_u32(out.data(), kChunkOffCrc, crc32c(out.data() + 4, size - 4));
-  return out;
+  return encode_fields(q.data(), n, fl, k, scratch);
 }
 
 std::vector<uint8_t> make_header(const EncodeParams& p, uint8_t mode, uint8_t flags, int keep_bits, uint64_t numel,
@@ -336,10 +369,10 @@ void Encoded::write(uint8_t* dst, int threads) const {
   uint64_t off = head_.size();
   for (size_t c = 0; c < chunks_.size(); c++) {
     offsets[c] = off;
-    off += chunks_[c].size();
+    off += chunks_[c].size;
   }
   parallel_for(chunks_.size(), threads,
-               [&](uint64_t c) { std::memcpy(dst + offsets[c], chunks_[c].data(), chunks_[c].size()); });
+               [&](uint64_t c) { std::memcpy(dst + offsets[c], chunks_[c].data.get(), chunks_[c].size); });
 }
 
 std::unique_ptr<Encoded> encode(const void* src_v, uint64_t numel, const int64_t* shape, int ndim,
@@ -367,9 +400,10 @@ std::unique_ptr<Encoded> encode(const void* src_v, uint64_t numel, const int64_t
   const FieldLayout fl = field_layout(p.dtype, p.keep_bits);
   if (numel > 0) {
     enc->chunks_.resize(num_chunks);
+    const EncodeKernels& kernels = encode_kernels();
     parallel_for(num_chunks, threads, [&](uint64_t c) {
       uint64_t begin = c * p.chunk_elems, n = std::min<uint64_t>(p.chunk_elems, numel - begin);
-      enc->chunks_[c] = encode_chunk(src, begin, n, p, d, fl, norms.empty() ? nullptr : norms.data());
+      enc->chunks_[c] = encode_chunk(src, begin, n, p, d, fl, norms.empty() ? nullptr : norms.data(), kernels);
     });
   }
   // Coded layout: header | normalisers | chunk index | chunks.
@@ -383,7 +417,7 @@ std::unique_ptr<Encoded> encode(const void* src_v, uint64_t numel, const int64_t
   uint64_t off = head.size();
   for (uint64_t c = 0; c <= num_chunks; c++) {
     put_u64(head.data(), header_bytes + norm_bytes + 8 * c, off);
-    if (c < num_chunks) off += enc->chunks_[c].size();
+    if (c < num_chunks) off += enc->chunks_[c].size;
   }
   const uint64_t coded_total = off;
   const uint64_t raw_total = align_up(header_bytes + numel * elem_bytes);
@@ -404,6 +438,21 @@ std::unique_ptr<Encoded> encode(const void* src_v, uint64_t numel, const int64_t
   enc->total_bytes_ = coded_total;
   return enc;
 }
+
+std::vector<std::string> available_encoders() {
+  std::vector<std::string> names{"scalar"};
+  if (enc_avx2::available()) names.push_back("avx2");
+  return names;
+}
+
+void set_encoder(const std::string& name) {
+  if (name == "auto") g_encoder = Encoder::kAuto;
+  else if (name == "scalar") g_encoder = Encoder::kScalar;
+  else if (name == "avx2" && enc_avx2::available()) g_encoder = Encoder::kAvx2;
+  else throw std::invalid_argument("nzdist: encoder '" + name + "' is not in this build");
+}
+
+uint64_t encoder_self_check() { return enc_avx2::available() ? enc_avx2::division_mismatches() : 0; }
 
 uint64_t max_encoded_bytes(uint64_t numel, int ndim, const EncodeParams& params) {
   EncodeParams p = params;

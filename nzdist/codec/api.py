@@ -8,7 +8,7 @@ import torch
 
 from .. import _C
 from . import cuda as _gpu
-from .config import Codec, Lossless, Lossy
+from .config import Codec, Lossless, Lossy, default_chunk_elems
 from .dtypes import dtype_code
 from .tensor import CompressedTensor
 
@@ -18,7 +18,7 @@ def _codec_args(dtype: torch.dtype, codec: Codec) -> tuple[int, int, int]:
         raise TypeError(f"codec must be nzdist.Lossless() or nzdist.Lossy(...), got {codec!r}")
     keep = codec.mantissa_bits_for(dtype)
     block = codec.block_size if isinstance(codec, Lossy) else 0
-    return keep, block, codec.chunk_elems
+    return keep, block, codec.chunk_elems_for(dtype)
 
 
 def _is_plain(t: torch.Tensor) -> bool:
@@ -92,7 +92,9 @@ def decompress_batch(cts: Sequence[CompressedTensor], outs: Sequence[torch.Tenso
         for c, o in zip(cts, outs):
             _check_out(c, o)
         targets = [o if _is_plain(o) else torch.empty(o.shape, dtype=o.dtype, device=o.device) for o in outs]
-        _gpu.decompress_batch([c.data for c in cts], targets, check=check)
+        # chunk sizes size the launch only (the header on the GPU has the real one): the dtype's default
+        _gpu.decompress_batch([c.data for c in cts], targets,
+                              chunk_elems=[default_chunk_elems(c.dtype) for c in cts], check=check)
         for o, t in zip(outs, targets):
             if t is not o:
                 o.copy_(t)

@@ -10,14 +10,26 @@ from dataclasses import dataclass
 
 import torch
 
-# Elements per independently decodable chunk. 64 Ki elements keeps per-chunk overhead (lane states, tables)
-# near 0.05 bit/element while a 1 GiB bf16 tensor still yields 8192 chunks, one per GPU warp.
+# Elements per independently decodable chunk for bf16 and fp32. 64 Ki elements keeps per-chunk overhead (lane
+# states, tables) near 0.05 bit/element while a 1 GiB bf16 tensor still yields 8192 chunks, one per GPU warp.
+# fp16 defaults to 128 Ki (its tables cost more per element): a config whose chunk_elems is None takes the
+# dtype's default, csrc/format.h default_chunk_elems().
 DEFAULT_CHUNK_ELEMS = 1 << 16
 
 MANTISSA_BITS = {torch.bfloat16: 7, torch.float16: 10, torch.float32: 23}
 
 
-def _check_chunk_elems(chunk_elems: int) -> None:
+def default_chunk_elems(dtype: torch.dtype) -> int:
+    """Elements per chunk when a codec config leaves ``chunk_elems`` unset (64 Ki; 128 Ki for fp16)."""
+    from .. import _C
+    from .dtypes import dtype_code
+
+    return _C.default_chunk_elems(dtype_code(dtype))
+
+
+def _check_chunk_elems(chunk_elems: int | None) -> None:
+    if chunk_elems is None:
+        return
     if not isinstance(chunk_elems, int) or chunk_elems < 1024 or chunk_elems > (1 << 24) or chunk_elems % 32:
         raise ValueError(
             f"chunk_elems must be a multiple of 32 between 1024 and 16777216, got {chunk_elems!r}"
@@ -26,15 +38,21 @@ def _check_chunk_elems(chunk_elems: int) -> None:
 
 @dataclass(frozen=True)
 class Lossless:
-    """Bit-exact compression: ``nzdist.compress(t, codec=nzdist.Lossless())``."""
+    """Bit-exact compression: ``nzdist.compress(t, codec=nzdist.Lossless())``.
 
-    chunk_elems: int = DEFAULT_CHUNK_ELEMS
+    ``chunk_elems``: elements per independently decodable chunk; None = the dtype's default
+    (``default_chunk_elems``)."""
+
+    chunk_elems: int | None = None
 
     def __post_init__(self) -> None:
         _check_chunk_elems(self.chunk_elems)
 
     def mantissa_bits_for(self, dtype: torch.dtype) -> int:
         return MANTISSA_BITS[dtype]
+
+    def chunk_elems_for(self, dtype: torch.dtype) -> int:
+        return default_chunk_elems(dtype) if self.chunk_elems is None else self.chunk_elems
 
 
 @dataclass(frozen=True)
@@ -48,7 +66,7 @@ class Lossy:
 
     mantissa_bits: int = 3
     block_size: int = 512
-    chunk_elems: int = DEFAULT_CHUNK_ELEMS
+    chunk_elems: int | None = None  # None: the dtype's default (default_chunk_elems)
 
     def __post_init__(self) -> None:
         if not isinstance(self.mantissa_bits, int) or not 0 <= self.mantissa_bits <= 23:
@@ -65,6 +83,9 @@ class Lossy:
                 f"Lossy(mantissa_bits={self.mantissa_bits}) exceeds the {full} mantissa bits of {dtype}"
             )
         return self.mantissa_bits
+
+    def chunk_elems_for(self, dtype: torch.dtype) -> int:
+        return default_chunk_elems(dtype) if self.chunk_elems is None else self.chunk_elems
 
 
 Codec = Lossless | Lossy

@@ -59,7 +59,7 @@ class NeuzipConfig:
     codec: str = "lossless"
     mantissa_bits: int = 3
     block_size: int = 512
-    chunk_elems: int = nzcodec.Lossless().chunk_elems
+    chunk_elems: int | None = nzcodec.Lossless().chunk_elems  # None: the dtype's default
     params: str = "all"
     min_numel: int = 4096
     stats: bool = True

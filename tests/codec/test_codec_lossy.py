@@ -32,7 +32,7 @@ def sample(dtype, n=20000, seed=0):
 
 @pytest.mark.parametrize("dtype", list(MANT))
 @pytest.mark.parametrize("block_size", [0, 512, 100])
-def test_error_bound(dtype, block_size):
+def test_error_bound(dtype, block_size, encoder):
     x = sample(dtype)
     for k in sorted({0, 1, 3, MANT[dtype] // 2, MANT[dtype] - 1}):
         codec = nzdist.Lossy(mantissa_bits=k, block_size=block_size, chunk_elems=4096)

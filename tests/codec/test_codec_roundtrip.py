@@ -11,14 +11,6 @@ DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 SMALL_CHUNKS = nzdist.Lossless(chunk_elems=1024)  # many chunks from small tensors
 
 
-@pytest.fixture(params=_C._decoders())
-def decode_loop(request):
-    """Every chunk decoder this build has (scalar reference, AVX2, AVX-512) must give the same bits."""
-    _C._set_decoder(request.param)
-    yield request.param
-    _C._set_decoder("auto")
-
-
 def test_unknown_decoder_is_refused():
     with pytest.raises(ValueError, match="not in this build"):
         _C._set_decoder("neon-on-x86")
@@ -39,18 +31,18 @@ def roundtrip(t, codec=None, **kw):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", [0, 1, 31, 32, 33, 1023, 1024, 1025, 4096 + 17, 70000])
-def test_sizes(dtype, n, decode_loop):
+def test_sizes(dtype, n, decoder, encoder):
     roundtrip(weights(n, dtype), SMALL_CHUNKS)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_every_16bit_pattern(dtype, decode_loop):
+def test_every_16bit_pattern(dtype, decoder, encoder):
     every = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype)
     roundtrip(every, SMALL_CHUNKS)
     roundtrip(every[torch.randperm(every.numel(), generator=torch.Generator().manual_seed(1))])
 
 
-def test_fp32_specials_and_random_bits(decode_loop):
+def test_fp32_specials_and_random_bits(decoder, encoder):
     specials = torch.tensor([0x00000000, 0x80000000, 0x00000001, 0x807FFFFF, 0x7F800000, 0xFF800000,
                              0x7FC00000, 0x7F800001, 0xFFFFFFFF, 0x7F7FFFFF, 0x00800000, 0x3F800000],
                             dtype=torch.int64).to(torch.int32)
@@ -60,7 +52,7 @@ def test_fp32_specials_and_random_bits(decode_loop):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_random_bits_are_stored_raw_without_blowup(dtype):
+def test_random_bits_are_stored_raw_without_blowup(dtype, encoder):
     n = 100000
     high = 2**16 if dtype != torch.float32 else 2**31
     bits = torch.randint(0, high, (n,), generator=torch.Generator().manual_seed(3))
@@ -137,3 +129,17 @@ def test_compresses_real_weights_to_the_entropy_bound(minilm_state):
         ct = roundtrip(b)
         total_bits += 8 * ct.nbytes
     assert total_bits <= 1.015 * bound_bits
+
+
+def test_default_chunk_size_per_dtype():
+    """fp16 defaults to 128 Ki elements per chunk (its frequency tables cost more per element), bf16/fp32 64 Ki;
+    an explicit chunk_elems wins."""
+    for dtype, chunk in ((torch.bfloat16, 1 << 16), (torch.float16, 1 << 17), (torch.float32, 1 << 16)):
+        assert nzdist.Lossless().chunk_elems_for(dtype) == chunk
+        ct = roundtrip(weights(300000, dtype))
+        assert ct.header()["chunk_elems"] == chunk
+        assert nzdist.compress(weights(3000, dtype), codec=nzdist.Lossy(3, 0)).header()["chunk_elems"] == chunk
+    ct = nzdist.compress(weights(300000, torch.float16), codec=nzdist.Lossless(chunk_elems=4096))
+    assert ct.header()["chunk_elems"] == 4096
+    with pytest.raises(ValueError, match="chunk_elems"):
+        nzdist.Lossless(chunk_elems=1000)
