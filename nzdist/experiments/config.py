@@ -58,7 +58,7 @@ class ExperimentConfig:
     data_bytes: int = 2 << 20
     freeze: tuple = ()  # parameter-name prefixes to freeze
     codec: str = "lossless"
-    chunk_elems: int = 65536
+    chunk_elems: int | None = None  # None: the codec's default for the dtype (64 Ki; 128 Ki for fp16)
     frozen_codec: str = "lossless"  # "lossless" | "lossy": the codec of frozen parameters
     mantissa_bits: int = 3  # frozen_codec "lossy"
     block_size: int = 512  # frozen_codec "lossy"
@@ -83,8 +83,10 @@ class ExperimentConfig:
         def is_num(v: Any) -> bool:
             return isinstance(v, (int, float)) and not isinstance(v, bool)
 
-        for knob in ("d_model", "n_layer", "n_head", "seq_len", "batch", "steps", "chunk_elems", "block_size"):
+        for knob in ("d_model", "n_layer", "n_head", "seq_len", "batch", "steps", "block_size"):
             need(is_int(getattr(self, knob)) and getattr(self, knob) >= 1, knob, "an integer >= 1")
+        need(self.chunk_elems is None or (is_int(self.chunk_elems) and self.chunk_elems >= 1), "chunk_elems",
+             "null or an integer >= 1")
         for knob in ("warmup_steps", "seed", "max_open_bytes", "threads_per_rank"):
             need(is_int(getattr(self, knob)) and getattr(self, knob) >= 0, knob, "an integer >= 0")
         need(self.device in ("auto", "cpu", "cuda"), "device", "'auto', 'cpu' or 'cuda'")
