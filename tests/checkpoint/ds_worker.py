@@ -76,8 +76,8 @@ def main():
         files = glob.glob(f"{out}/t3/*.pt")
         assert files and all(open(f, "rb").read(8) == MAGIC for f in files), files
         print(f"OK {len(files)} files in nzdist format", flush=True)
-    end_worker()
 
 
 if __name__ == "__main__":
     main()
+    end_worker()  # after main: its model and optimizer (which hold the process group) are gone

@@ -96,8 +96,8 @@ def main():
     else:
         for name in sys.argv[3:]:
             check_load(out, name)
-    end_worker()
 
 
 if __name__ == "__main__":
     main()
+    end_worker()  # after main: its model and optimizer (which hold the process group) are gone
