@@ -10,8 +10,11 @@ extern "C" {
 // Decode a batch: jobs_dev holds n_jobs nz::gpu::DecodeJob records (chunk.h; 64 bytes each) in device memory,
 // total_items = sum of job_items(numel, grain). max_fields = largest field count of the batch's dtypes
 // (bf16/fp16: 2, fp32: 4). verify != 0 also checks every CRC (slower). Errors go to each job's error word.
+// variant: which decode kernel (0 .. nzg_decode_variant_count() - 1; csrc/cuda/NOTES.md), all bit-exact.
 int nzg_decode_batch(const void* jobs_dev, int n_jobs, uint64_t total_items, int max_fields, int verify,
-                     void* stream);
+                     void* stream, int variant);
+int nzg_decode_variant_count();
+const char* nzg_decode_variant_name(int variant);
 
 // Encode, in two calls around one host read of the status block (the payload's size decides its allocation).
 // Workspace layout (offsets in bytes from the workspace start, all 256-aligned):
@@ -36,4 +39,6 @@ int nzg_encode_write(const void* src, uint64_t numel, const int64_t* shape, int 
 
 const char* nzg_error_string(int code);
 int nzg_device_count();
+// cudaGetDeviceCount's status (0 = success; else why no device is usable: no driver, driver too old, ...).
+int nzg_device_query(int* count);
 }

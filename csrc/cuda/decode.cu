@@ -66,9 +66,14 @@ cudaError_t launch(const DecodeJob* jobs, int n_jobs, uint64_t total_items, int 
 }  // namespace gpu
 }  // namespace nz
 
+extern "C" int nzg_decode_variant_count() { return 1; }
+
+extern "C" const char* nzg_decode_variant_name(int variant) { return variant == 0 ? "v1" : ""; }
+
 extern "C" int nzg_decode_batch(const void* jobs_dev, int n_jobs, uint64_t total_items, int max_fields, int verify,
-                                void* stream) {
+                                void* stream, int variant) {
   using namespace nz::gpu;
+  if (variant < 0 || variant >= nzg_decode_variant_count()) return int(cudaErrorInvalidValue);
   if (n_jobs <= 0 || total_items == 0) return 0;
   const auto* jobs = static_cast<const DecodeJob*>(jobs_dev);
   auto s = static_cast<cudaStream_t>(stream);
@@ -81,4 +86,11 @@ extern "C" const char* nzg_error_string(int code) { return cudaGetErrorString(cu
 extern "C" int nzg_device_count() {
   int n = 0;
   return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
+}
+
+extern "C" int nzg_device_query(int* count) {
+  *count = 0;
+  const cudaError_t e = cudaGetDeviceCount(count);
+  if (e != cudaSuccess) *count = 0;
+  return int(e);
 }

@@ -8,7 +8,7 @@ import torch
 
 from .. import _C
 from . import cuda as _gpu
-from .config import Codec, Lossless, Lossy
+from .config import DEFAULT_CHUNK_ELEMS, Codec, Lossless, Lossy
 from .dtypes import dtype_code
 from .tensor import CompressedTensor
 
@@ -36,7 +36,8 @@ def compress(tensor: torch.Tensor, codec: Codec | None = None, *, threads: int =
     codec = Lossless() if codec is None else codec
     keep, block, chunk = _codec_args(tensor.dtype, codec)
     if tensor.device.type == "cuda" and _gpu.available():  # GPU kernels: same bytes, payload stays on the GPU
-        return CompressedTensor(_gpu.compress(tensor.detach(), keep, block, chunk), tensor.shape, tensor.dtype)
+        return CompressedTensor(_gpu.compress(tensor.detach(), keep, block, chunk), tensor.shape, tensor.dtype,
+                                chunk)
     src = tensor.detach()
     if src.device.type != "cpu":
         src = src.cpu()
@@ -44,7 +45,7 @@ def compress(tensor: torch.Tensor, codec: Codec | None = None, *, threads: int =
     encoded = _C.encode(src.data_ptr(), src.numel(), list(src.shape), code, keep, block, chunk, threads)
     data = torch.empty(encoded.nbytes, dtype=torch.uint8)
     encoded.write(data.data_ptr(), threads)  # `src` is alive until here: raw payloads copy from it
-    return CompressedTensor(data, tensor.shape, tensor.dtype)
+    return CompressedTensor(data, tensor.shape, tensor.dtype, chunk)
 
 
 def _check_out(ct: CompressedTensor, out: torch.Tensor) -> None:
@@ -77,7 +78,9 @@ def decompress_batch(cts: Sequence[CompressedTensor], outs: Sequence[torch.Tenso
         outs = [torch.empty(c.shape, dtype=c.dtype, device=c.data.device) for c in cts] if outs is None else list(outs)
         for c, o in zip(cts, outs):
             _check_out(c, o)
-        _gpu.decompress_batch([c.data for c in cts], outs, check=check)
+        # One warp per chunk: each payload's own chunk size (small chunks would otherwise be decoded 64 to a warp).
+        grains = [c.chunk_elems or DEFAULT_CHUNK_ELEMS for c in cts]
+        _gpu.decompress_batch([c.data for c in cts], outs, chunk_elems=grains, check=check)
         return outs
     results, targets, jobs = [], [], []
     for i, ct in enumerate(cts):

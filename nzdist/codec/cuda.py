@@ -31,13 +31,58 @@ _NAN_LOSSY = 256
 
 try:
     from .. import _cuda as _ext
-except ImportError:  # built without CUDA
+
+    _IMPORT_ERROR = ""
+except ImportError as e:  # built without CUDA
     _ext = None
+    _IMPORT_ERROR = str(e)
 
 
 def available() -> bool:
     """True when the CUDA kernels are built and a GPU is usable."""
-    return _ext is not None and torch.cuda.is_available() and _ext.device_count() > 0
+    return unavailable_reason() is None
+
+
+def unavailable_reason() -> str | None:
+    """None when the CUDA codec can run; else why not, with the CUDA runtime's own error string where it has
+    one (no driver, driver older than the runtime, no device), so a failed setup says what failed.
+
+    >>> if (why := cuda.unavailable_reason()): print(why)
+    """
+    if _ext is None:
+        return f"nzdist was built without its CUDA kernels (nzdist._cuda: {_IMPORT_ERROR})"
+    count, error = _ext.device_query()
+    if error:
+        return f"CUDA runtime: {error}"
+    if count == 0:
+        return "CUDA runtime: no CUDA device"
+    if not torch.cuda.is_available():
+        return f"torch {torch.__version__} cannot use the GPU (torch.cuda.is_available() is False)"
+    return None
+
+
+# Decode kernel variants, all compiled into nzdist._cuda and chosen per call (csrc/cuda/NOTES.md, "Decode
+# variants", says what each changes and what it is predicted to gain). The extension's own list wins when built.
+DECODE_VARIANTS = ("v1", "v2", "v3")
+DEFAULT_VARIANT = "v1"  # until a GPU has measured the others
+
+
+def variants() -> tuple[str, ...]:
+    """Names of the decode kernel variants, in the order the kernels were written (needs no GPU).
+
+    >>> for v in cuda.variants(): cuda.decompress_batch(payloads, outs, variant=v)
+    """
+    return tuple(_ext.decode_variants()) if _ext is not None else DECODE_VARIANTS
+
+
+def _variant_index(variant: str | None) -> int:
+    import os
+
+    name = variant or os.environ.get("NZDIST_CUDA_DECODE") or DEFAULT_VARIANT
+    names = variants()
+    if name not in names:
+        raise ValueError(f"unknown decode variant {name!r}; built variants: {', '.join(names)}")
+    return names.index(name)
 
 
 def _require() -> None:
@@ -124,16 +169,18 @@ def compress(tensor: torch.Tensor, keep_bits: int | None = None, block_size: int
 
 def decompress_batch(payloads: Sequence[torch.Tensor], outs: Sequence[torch.Tensor], *,
                      chunk_elems: int | Sequence[int] = DEFAULT_CHUNK_ELEMS, verify: bool = False,
-                     check: bool = True) -> torch.Tensor:
+                     check: bool = True, variant: str | None = None) -> torch.Tensor:
     """Decode every payload into its ``out`` (CUDA tensor of the payload's shape and dtype) in one kernel launch.
 
     ``payloads``: 1-D uint8 CUDA tensors (e.g. views of an all-gather output, one per rank); each must hold a
     whole payload at its start (trailing bytes are fine). ``chunk_elems``: the chunk size the payloads were
     encoded with, used only to size the launch (a wrong value costs speed, never correctness). ``verify``: also
-    check every CRC32C. Returns the per-payload int32 error words (device); with ``check`` it synchronises and
-    raises ``FormatError`` if any is nonzero.
+    check every CRC32C. ``variant``: the decode kernel (``variants()``; default ``$NZDIST_CUDA_DECODE`` or
+    ``DEFAULT_VARIANT``), every one bit-exact. Returns the per-payload int32 error words (device); with ``check``
+    it synchronises and raises ``FormatError`` if any is nonzero.
     """
     _require()
+    kernel = _variant_index(variant)
     if len(payloads) != len(outs):
         raise ValueError(f"{len(payloads)} payloads but {len(outs)} outputs")
     if not payloads:
@@ -168,7 +215,7 @@ def decompress_batch(payloads: Sequence[torch.Tensor], outs: Sequence[torch.Tens
             first += items
         jobs = torch.tensor(rows, dtype=torch.int64).pin_memory().to(device, non_blocking=True)
         max_fields = max(_MAX_FIELDS[t.dtype] for t in targets)
-        _ext.decode_batch(jobs.data_ptr(), len(rows), first, max_fields, bool(verify), _stream(device))
+        _ext.decode_batch(jobs.data_ptr(), len(rows), first, max_fields, bool(verify), _stream(device), kernel)
         for o, t in copies:
             o.copy_(t)
     if check:
