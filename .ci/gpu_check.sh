@@ -2,7 +2,7 @@
 # The prepared device run for a session that is lent a GPU: one call of at most 420 s (csrc/cuda/NOTES.md,
 # "The device call", has the exact command, carry list and timeout_s). Steps, in order, each with its own limit:
 #   probe      nvidia-smi, torch, nvcc; on a machine without a GPU: stop here, non-zero, within 60 s
-#   wheels     carried wheels (.whl/*.whl: nvCOMP, DFloat11, ...), --no-index --no-deps, if any were carried
+#   wheels     carried wheels (.whl/*.whl, made by .ci/gpu_wheels.sh: nvCOMP, DFloat11), --no-index --no-deps
 #   build      pip install -e . --no-deps --no-index --no-build-isolation, CUDA kernels for sm_90 only
 #   gate       nzdist.codec.cuda.available(), else stop and print the CUDA error string
 #   smoke      1 Mi bf16: GPU encode gives the CPU codec's bytes, every decode variant the CPU decode's bits
@@ -49,6 +49,8 @@ OUT="${OUT:-gpu_out}"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 PY="${PYTHON:-python3}"
+SITE="${SITE:-/tmp/nzdist_site}"  # carried wheels (.ci/gpu_wheels.sh) go here
+export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 START=$SECONDS
 printf 'step\tstatus\tseconds\tlimit\tnote\n' >"$OUT/summary.tsv"
 STATUS=0
@@ -118,10 +120,11 @@ probe() {
   echo "$gpus"
 }
 
-wheels() {
+wheels() {  # into $SITE (on PYTHONPATH for every later step): the image's own environment stays as it is
   local w=(.whl/*.whl)
   [[ -e "${w[0]}" ]] || { echo "no wheels carried (.whl/): nvCOMP and DFloat11 columns will be skipped"; return 0; }
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir "${w[@]}" && echo "installed ${w[*]}"
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "${w[@]}" \
+    && echo "installed into $SITE: ${w[*]##*/}"
 }
 
 build() {
@@ -180,7 +183,7 @@ ncu_step() {
   return $rc
 }
 
-export PY OUT
+export PY OUT SITE
 export -f probe wheels build gate tests sanitizer ncu_step
 step probe probe.log probe
 step wheels build.log wheels
