@@ -10,11 +10,16 @@ Exit status 0 only when every comparison held; each failure is printed.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-import torch
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "cuda")]  # this checkout's nzdist, and the GPU tests' tensors
 
-import nzdist
-from nzdist.codec import cuda
+import torch  # noqa: E402
+
+import cuda_cases as cases  # noqa: E402
+import nzdist  # noqa: E402
+from nzdist.codec import cuda  # noqa: E402
 
 failures: list[str] = []
 
@@ -23,15 +28,6 @@ def check(ok: bool, what: str) -> None:
     print(("ok   " if ok else "FAIL ") + what, flush=True)
     if not ok:
         failures.append(what)
-
-
-def bits(t: torch.Tensor) -> torch.Tensor:
-    return t.contiguous().view({2: torch.int16, 4: torch.int32}[t.element_size()])
-
-
-def weights(n: int, dtype: torch.dtype, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(n, generator=g) * 0.02).to(dtype)
 
 
 def both_ways(t: torch.Tensor, chunk: int, label: str) -> None:
@@ -45,22 +41,21 @@ def both_ways(t: torch.Tensor, chunk: int, label: str) -> None:
     for v in cuda.variants():
         out = torch.full(t.shape, float("nan"), dtype=t.dtype, device="cuda")
         cuda.decompress(ref.data.cuda(), out, chunk_elems=chunk, variant=v)
-        check(torch.equal(bits(out.cpu()), bits(t)), f"{label}: decode {v} bit-exact")
+        check(torch.equal(cases.bits(out.cpu()), cases.bits(t)), f"{label}: decode {v} bit-exact")
         out2 = torch.empty_like(out)
         cuda.decompress(payload, out2, chunk_elems=chunk, variant=v, verify=True)
-        check(torch.equal(bits(out2.cpu()), bits(t)), f"{label}: decode {v} with CRC verify bit-exact")
+        check(torch.equal(cases.bits(out2.cpu()), cases.bits(t)), f"{label}: decode {v} with CRC verify bit-exact")
 
 
 def smoke() -> None:
-    both_ways(weights(1 << 20, torch.bfloat16, 0), 1 << 16, "1 Mi bf16")
+    both_ways(cases.weights(1 << 20, torch.bfloat16, 0), 1 << 16, "1 Mi bf16")
 
 
 def tiny() -> None:
-    both_ways(weights(5000, torch.bfloat16, 1), 1024, "5000 bf16")
-    both_ways(weights(3000, torch.float32, 2), 1024, "3000 fp32")
-    both_ways(torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16).view(torch.bfloat16), 2048,
-              "every bf16 pattern (raw payload)")
-    t = weights(20_000, torch.bfloat16, 3)
+    both_ways(cases.weights(5000, torch.bfloat16, 1), 1024, "5000 bf16")
+    both_ways(cases.weights(3000, torch.float32, 2), 1024, "3000 fp32")
+    both_ways(cases.all_patterns(torch.bfloat16), 2048, "every bf16 pattern (raw payload)")
+    t = cases.weights(20_000, torch.bfloat16, 3)
     payload = cuda.compress(t.cuda(), chunk_elems=1024)
     g = torch.Generator().manual_seed(4)
     caught = 0
@@ -80,13 +75,15 @@ def tiny() -> None:
 
 
 def ncu() -> None:
-    t = weights(1 << 26, torch.bfloat16, 5).cuda()
+    from nzdist.bench.synthetic import synthetic_large
+
+    t = synthetic_large(0.25, device="cuda")  # 2048 chunks: more warps than an H200 holds at once
     payload = cuda.compress(t)
     out = torch.empty_like(t)
     for v in cuda.variants():
         cuda.decompress(payload, out, variant=v, check=False)
     torch.cuda.synchronize()
-    check(torch.equal(out, t), "64 Mi bf16 decoded")
+    check(torch.equal(out, t), f"{t.numel()} bf16 (MiniLM chunks) decoded")
 
 
 if __name__ == "__main__":

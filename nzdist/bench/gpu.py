@@ -4,9 +4,11 @@ same tensors in one run.
 
 Tensors (generated on the GPU; nothing to download, no MiniLM needed): the synthetic MiniLM set (103 bf16 tensors
 with MiniLM's shapes and exact per-chunk field histograms: nzdist.bench.synthetic, within 0.001 % of the real
-weights' ratio on the CPU codec), decoded as one batch (one launch), and a >= 1 GiB bf16 tensor made of MiniLM's
-chunks. Kernels are timed with CUDA events around the launches alone: jobs, workspaces and outputs are prepared
-ahead, and the stream is held back (a sleep kernel) while the launches are queued, so no Python time is counted.
+weights' ratio on the CPU codec), decoded as one batch (one launch; its ~430 chunks, one warp each, fill a
+fraction of an H100's warp slots, so this row measures latency), and a >= 1 GiB bf16 tensor made of MiniLM's
+chunks (8192 chunks: the throughput row). Kernels are timed with CUDA events around the launches alone: jobs,
+workspaces and outputs are prepared ahead, and the stream is held back (a sleep kernel) while the launches are
+queued, so no Python time is counted.
 Reports GB/s of bf16 output (decode) / input (encode), the ratio against the CPU codec's on the same tensors,
 and percent of the copy ceiling. nvCOMP and DFloat11 columns need their wheels (carried as csrc/cuda/NOTES.md
 says); without them the rows say so.

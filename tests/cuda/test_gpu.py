@@ -159,3 +159,21 @@ def test_compress_batch_one_sync_and_into_buffers():
     for p, q, b in zip(payloads, again[:-1], bufs[:-1]):
         assert q.data_ptr() == b.data_ptr() and torch.equal(p, q)
     assert again[-1].data_ptr() != small.data_ptr() and torch.equal(again[-1], payloads[-1])
+
+
+def test_prepared_plans_replay_identically():
+    """What `nzdist bench gpu` times: an EncodePlan's write and a DecodePlan's launch repeated give the same bytes."""
+    t = cases.weights(100_000, torch.bfloat16).cuda()
+    plan = cuda.EncodePlan([t], None, 0, 4096)
+    plan.stage()
+    out = torch.empty(plan.sizes()[0], dtype=torch.uint8, device="cuda")
+    for _ in range(3):
+        plan.write([out])
+    assert torch.equal(out.cpu(), nzdist.compress(t.cpu(), codec=nzdist.Lossless(chunk_elems=4096)).data)
+    for variant in cuda.variants():
+        o = torch.empty_like(t)
+        dplan = cuda.DecodePlan([out], [o], chunk_elems=4096, variant=variant)
+        for _ in range(3):
+            errors = dplan.launch()
+        cuda.raise_on_errors(errors)
+        assert torch.equal(o, t)
