@@ -16,6 +16,7 @@
 #   bash .ci/gpu_check.sh            the whole run (OUT is set by the device tool; default ./gpu_out)
 #   bash .ci/gpu_check.sh --plan     each step with its limit, and the total, without running anything
 #   bash .ci/gpu_check.sh --from S   start at step S (a rerun on a machine where the build is still in place)
+#   bash .ci/gpu_check.sh --skip S,T leave steps out (a shorter rerun on a fresh machine: --skip sanitizer,ncu)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,11 +41,15 @@ if [[ "${1:-}" == "--plan" ]]; then
   echo "total $BUDGET s"
   exit 0
 fi
-FROM=""
-if [[ "${1:-}" == "--from" ]]; then
-  FROM="${2:?--from needs a step name}"
-  [[ -n "${LIMIT[$FROM]:-}" ]] || { echo "unknown step $FROM (steps: ${STEPS[*]})" >&2; exit 2; }
-fi
+FROM="" SKIP=","
+while (($#)); do
+  case "$1" in
+    --from) FROM="${2:?--from needs a step name}"; shift 2
+            [[ -n "${LIMIT[$FROM]:-}" ]] || { echo "unknown step $FROM (steps: ${STEPS[*]})" >&2; exit 2; } ;;
+    --skip) SKIP=",${2:?--skip needs step names, comma-separated},"; shift 2 ;;
+    *) echo "usage: bash .ci/gpu_check.sh [--plan] [--from STEP] [--skip STEP,STEP]" >&2; exit 2 ;;
+  esac
+done
 
 OUT="${OUT:-gpu_out}"
 mkdir -p "$OUT"
@@ -92,6 +97,7 @@ wanted() {  # with --from S: false until step S is reached
 step() {  # step NAME LOGFILE CMD...: run_step, honouring --from and stopping after a critical failure
   local name=$1
   if ! wanted "$name"; then record "$name" skip 0 "--from"; return 0; fi
+  if [[ $SKIP == *",$name,"* ]]; then record "$name" skip 0 "--skip"; return 0; fi
   if ! run_step "$@"; then
     STATUS=1
     if [[ -n "${CRITICAL[$name]:-}" ]]; then
@@ -107,17 +113,17 @@ probe() {
   local gpus=""
   if command -v nvidia-smi >/dev/null; then
     gpus=$(timeout 10 nvidia-smi -L 2>&1 | grep '^GPU ' || true)
-    timeout 10 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv 2>&1
   else
     echo "nvidia-smi: not found"
   fi
-  timeout 30 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda,
-    "available", torch.cuda.is_available(), "devices", torch.cuda.device_count())' 2>&1
-  command -v nvcc >/dev/null && nvcc --version | tail -1 || echo "nvcc: not found"
-  if [[ -z "$gpus" ]]; then
+  if [[ -z "$gpus" ]]; then  # decided before anything slow (torch) is even imported
     echo "no GPU found (nvidia-smi -L lists none): stopping before anything is built or installed"
     return 3
   fi
+  timeout 10 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv 2>&1
+  command -v nvcc >/dev/null && nvcc --version | tail -1 || echo "nvcc: not found"
+  timeout 15 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda,
+    "available", torch.cuda.is_available(), "devices", torch.cuda.device_count())' 2>&1
   echo "$gpus"
 }
 
@@ -148,7 +154,7 @@ EOF
 
 tests() {
   local timeout_flag=()
-  "$PY" -c 'import pytest_timeout' 2>/dev/null && timeout_flag=(-p timeout --timeout 20)
+  "$PY" -c 'import pytest_timeout' 2>/dev/null && timeout_flag=(--timeout 20)  # pytest-timeout (on the image) loads itself
   "$PY" -m pytest -q -p no:cacheprovider "${timeout_flag[@]}" tests/cuda/test_gpu.py tests/cuda/test_glue.py
 }
 

@@ -46,3 +46,14 @@ def test_without_a_gpu_stops_early_before_building(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["probe.log", "summary.tsv"]  # no build log
     summary = (tmp_path / "summary.tsv").read_text().splitlines()
     assert len(summary) == 2 and summary[1].startswith("probe\tFAIL")
+
+
+def test_at_most_eight_files_come_back():
+    """The device tool returns at most 8 files under $OUT: the kit writes a fixed set, all at its top level."""
+    text = KIT.read_text()
+    names = set(re.findall(r'\$OUT/([\w.-]+)"', text))
+    names |= set(re.findall(r"^\s*step \w+ ([\w.-]+) ", text, flags=re.M))
+    names.add("gpu.json")  # nzdist bench gpu --out "$OUT" (nzdist.bench.common.report)
+    assert "summary.tsv" in names and "build.log" in names
+    assert len(names) <= 8, sorted(names)
+    assert not re.search(r"\$OUT/[\w.-]+/", text)  # no sub-folders
