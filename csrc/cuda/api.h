@@ -10,8 +10,11 @@ extern "C" {
 // Decode a batch: jobs_dev holds n_jobs nz::gpu::DecodeJob records (chunk.h; 64 bytes each) in device memory,
 // total_items = sum of job_items(numel, grain). max_fields = largest field count of the batch's dtypes
 // (bf16/fp16: 2, fp32: 4). verify != 0 also checks every CRC (slower). Errors go to each job's error word.
+// variant: which decode kernel (0 .. nzg_decode_variant_count() - 1; csrc/cuda/NOTES.md), all bit-exact.
 int nzg_decode_batch(const void* jobs_dev, int n_jobs, uint64_t total_items, int max_fields, int verify,
-                     void* stream);
+                     void* stream, int variant);
+int nzg_decode_variant_count();
+const char* nzg_decode_variant_name(int variant);
 
 // Encode, in two calls around one host read of the status block (the payload's size decides its allocation).
 // Workspace layout (offsets in bytes from the workspace start, all 256-aligned):

@@ -47,10 +47,17 @@ PYBIND11_MODULE(_cuda, m) {
   m.def("describe_error", &describe, py::arg("code"), "'cudaErrorName (code): message' of a CUDA error code");
 
   m.def("decode_batch", [](uintptr_t jobs, int n_jobs, uint64_t total_items, int max_fields, bool verify,
-                           uintptr_t stream) {
-    check(nzg_decode_batch(as_ptr(jobs), n_jobs, total_items, max_fields, verify ? 1 : 0, as_ptr(stream)), "decode");
+                           uintptr_t stream, int variant) {
+    check(nzg_decode_batch(as_ptr(jobs), n_jobs, total_items, max_fields, verify ? 1 : 0, as_ptr(stream), variant),
+          "decode");
   }, py::arg("jobs_ptr"), py::arg("n_jobs"), py::arg("total_items"), py::arg("max_fields"), py::arg("verify"),
-     py::arg("stream"));
+     py::arg("stream"), py::arg("variant") = 0);
+
+  m.def("decode_variants", [] {
+    py::list names;
+    for (int v = 0; v < nzg_decode_variant_count(); v++) names.append(nzg_decode_variant_name(v));
+    return names;
+  });
 
   m.def("encode_plan", [](uint64_t numel, int ndim, int dtype, int keep, uint32_t block, uint32_t chunk) {
     NzgEncodePlan p = plan_or_raise(numel, ndim, dtype, keep, block, chunk);

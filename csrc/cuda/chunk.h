@@ -336,10 +336,70 @@ struct PayloadCtx {
   bool normalized;
 };
 
+// Decode kernel variants (csrc/cuda/NOTES.md, "Decode variants"). All run the same checks and produce the same
+// bits; they differ in how raw fields reach the step and where the decode tables live.
+enum Variant : int {
+  kV1 = 1,  // as first written: raw-field words loaded in the step that uses them
+  kV2 = 2,  // raw fields prefetched a group of steps ahead, double-buffered in registers, shuffled to the lanes
+  kV3 = 3,  // one decode table per warp, further tables taken from a per-block pool only by chunks that code more
+};
+
+// Where a warp's decode tables are. FixedTables (v1, v2): NT tables per warp, table t at base + t * 2048.
+struct FixedTables {
+  uint32_t* base;
+  NZ_HD uint32_t* get(int t) const { return base + size_t(t) * kProbScale; }
+  template <class W>
+  NZ_HD void acquire(int) {}
+  template <class W>
+  NZ_HD void release() {}
+};
+
+// PooledTables (v3): the warp's own table for its first coded field; a chunk coding k > 1 fields takes k - 1
+// tables from the block's pool (all at once) for the chunk's duration. Shared memory follows the coded-field
+// count of the chunks actually decoded, not the widest dtype's field count.
+struct PooledTables {
+  uint32_t* own;
+  uint32_t* pool;       // pool_slots tables
+  uint32_t* pool_word;  // bit i set: pool table i is taken
+  int pool_slots;
+  uint32_t got;  // uniform: the pool tables this warp holds
+  NZ_HD uint32_t* get(int t) const {
+    if (t == 0) return own;
+    uint32_t m = got;
+    for (int k = 1; k < t; k++) m &= m - 1;
+    return pool + size_t(lowest_bit(m)) * kProbScale;
+  }
+  template <class W>
+  NZ_HD void acquire(int coded) {
+    got = coded > 1 ? W::acquire_slots(pool_word, pool_slots, coded - 1) : 0u;
+  }
+  template <class W>
+  NZ_HD void release() {
+    if (got) W::release_slots(pool_word, got);
+    got = 0;
+  }
+};
+
+template <class W, int NT, int V, class Tables>
+NZ_HD uint32_t decode_fields(const PayloadCtx& px, const ChunkView& cv, uint32_t mask, Tables& tabs);
+
 // Entropy decode of every field of one chunk, merged and stored as final values: no intermediate buffer.
-// NT = decode tables available (>= the dtype's field count). Returns 0 or Err bits (warp-uniform).
-template <class W, int NT>
-NZ_HD uint32_t decode_chunk(const PayloadCtx& px, const ChunkView& cv, uint32_t* tables) {
+// NT = decode tables a chunk may need (>= the dtype's field count). Returns 0 or Err bits (warp-uniform).
+template <class W, int NT, int V, class Tables>
+NZ_HD uint32_t decode_chunk(const PayloadCtx& px, const ChunkView& cv, Tables& tabs) {
+  const FieldRegs fr = field_regs(px.dtype, px.keep);
+  const uint8_t* ch = cv.ch;
+  if (ld32(ch + kChunkOffElems) != cv.n) return kErrChunk;
+  const uint32_t mask = ch[kChunkOffCodedMask];
+  if ((mask >> fr.n) || fr.n > NT) return kErrChunk;
+  tabs.template acquire<W>(popc(mask));
+  const uint32_t e = decode_fields<W, NT, V>(px, cv, mask, tabs);
+  tabs.template release<W>();
+  return e;
+}
+
+template <class W, int NT, int V, class Tables>
+NZ_HD uint32_t decode_fields(const PayloadCtx& px, const ChunkView& cv, uint32_t mask, Tables& tabs) {
   const DTypeInfo d = dtype_info(px.dtype);
   const FieldRegs fr = field_regs(px.dtype, px.keep);
   struct {
@@ -355,9 +415,6 @@ NZ_HD uint32_t decode_chunk(const PayloadCtx& px, const ChunkView& cv, uint32_t*
   const uint8_t* ch = cv.ch;
   const uint64_t size = cv.size;
   const uint32_t n = cv.n, n_pad = (n + kLanes - 1) / kLanes * kLanes;
-  if (ld32(ch + kChunkOffElems) != n) return kErrChunk;
-  const uint32_t mask = ch[kChunkOffCodedMask];
-  if ((mask >> fl.n) || fl.n > NT) return kErrChunk;
 
   // Walk the layout exactly as the CPU does: coded headers+tables, raw fields, word streams.
   const uint8_t* fhead[NT] = {};
@@ -375,7 +432,7 @@ NZ_HD uint32_t decode_chunk(const PayloadCtx& px, const ChunkView& cv, uint32_t*
     if (n_used == 0 || n_used > (1u << fl.width[f])) return kErrTable;
     const uint64_t table_end = off + kFieldHeaderBytes + uint64_t(kTableEntryBytes) * n_used;
     if (table_end > size) return kErrChunk;
-    if (uint32_t e = build_table<W>(ch + off + kFieldHeaderBytes, n_used, fl.width[f], tables + t * kProbScale))
+    if (uint32_t e = build_table<W>(ch + off + kFieldHeaderBytes, n_used, fl.width[f], tabs.get(t)))
       return e;
     fhead[f] = ch + off;
     tix[f] = t++;
@@ -415,12 +472,46 @@ NZ_UNROLL
     });
   }
 
+  const uint32_t steps = n_pad / kLanes;
+  // v2: raw fields staged ahead of the steps that use them, two buffers deep. A byte field: 4 steps (128 bytes)
+  // per u32 per lane, one coalesced load per 4 steps, one shuffle per step. The bit-plane field (field 1 when
+  // the dtype has one, at most kStagedPlanes planes): 32 steps of planes, lane l holding step l's planes, one
+  // load per plane per 32 steps (the warp's 32 loads cover 32 * width consecutive words), one broadcast
+  // shuffle per plane per step. Other raw fields (field 0 raw: incompressible) load as v1 does.
+  constexpr int kStagedPlanes = 7;
+  typename W::template Reg<uint32_t> bcur[NT], bnxt[NT], pcur[kStagedPlanes], pnxt[kStagedPlanes];
+  auto stage_bytes = [&](int f, uint32_t g, typename W::template Reg<uint32_t>& dst) {
+    const uint8_t* base = fdata[f] + uint64_t(g) * 128;
+    W::each([&](int l) { dst[l] = uint64_t(g) * 128 + 4 * uint32_t(l) + 4 <= n_pad ? ld32(base + 4 * l) : 0u; });
+  };
+  auto stage_planes = [&](int f, uint32_t g) {
+    const int width = fl.width[f];
+    const uint8_t* base = fdata[f] + uint64_t(g) * 32 * uint64_t(width) * 4;
+    NZ_UNROLL
+    for (int j = 0; j < kStagedPlanes; j++) {
+      if (j >= width) break;
+      W::each([&](int l) {
+        pnxt[j][l] = uint64_t(g) * 32 + uint32_t(l) < steps ? ld32(base + 4 * (uint64_t(l) * width + j)) : 0u;
+      });
+    }
+  };
+  auto staged_planes = [&](int f) { return V == kV2 && f == 1 && !(mask >> f & 1) && fl.width[f] <= kStagedPlanes; };
+  if (V == kV2) {
+NZ_UNROLL
+    for (int f = 0; f < NT; f++) {
+      if (f >= fl.n || (mask >> f & 1)) continue;
+      if (fl.width[f] == 8)
+        stage_bytes(f, 0, bnxt[f]);
+      else if (staged_planes(f))
+        stage_planes(f, 0);
+    }
+  }
+
   const int drop = d.mant_bits - px.keep;
   const uint32_t inf = exp_all_ones(d);
   const int eb = d.bits / 8;
   uint8_t* out = px.dst + cv.begin * uint64_t(eb);
   uint32_t norm_bad = 0;
-  const uint32_t steps = n_pad / kLanes;
   for (uint32_t s = 0; s < steps; s++) {
     const uint32_t i0 = s * kLanes;
     typename W::template Reg<uint32_t> q;
@@ -430,7 +521,7 @@ NZ_UNROLL
       if (f >= fl.n) continue;
       const int shift = fl.shift[f], width = fl.width[f];
       if (mask >> f & 1) {
-        const uint32_t* table = tables + tix[f] * kProbScale;
+        const uint32_t* table = tabs.get(tix[f]);
         W::each([&](int l) {
           if (i0 + l < n) q[l] |= rans_decode_step(x[f][l], table) << shift;
         });
@@ -452,6 +543,31 @@ NZ_UNROLL
               b1[f][l] = nb + l < nw ? ld16(words + 2 * uint64_t(nb + l)) : 0u;
             });
           }
+        }
+      } else if (V == kV2 && width == 8) {
+        const uint32_t sub = s & 3u;
+        if (sub == 0) {
+          W::each([&](int l) { bcur[f][l] = bnxt[f][l]; });
+          stage_bytes(f, s / 4 + 1, bnxt[f]);
+        }
+        // Element 32 s + l is byte 32 sub + l of the group: lane 8 sub + l / 4, byte l % 4 of its word.
+        typename W::template Reg<uint32_t> v = W::shfl(bcur[f], [&](int l) { return int(8 * sub + (l >> 2)); });
+        W::each([&](int l) { q[l] |= ((v[l] >> (8 * (l & 3))) & 0xFFu) << shift; });
+      } else if (staged_planes(f)) {
+        const uint32_t sub = s & 31u;
+        if (sub == 0) {
+NZ_UNROLL
+          for (int j = 0; j < kStagedPlanes; j++) {
+            if (j >= width) break;
+            W::each([&](int l) { pcur[j][l] = pnxt[j][l]; });
+          }
+          stage_planes(f, s / 32 + 1);
+        }
+NZ_UNROLL
+        for (int j = 0; j < kStagedPlanes; j++) {
+          if (j >= width) break;
+          const uint32_t w = W::bcast(pcur[j], int(sub));
+          W::each([&](int l) { q[l] |= rotr(w, uint32_t(l - shift - j) & 31u) & (1u << (shift + j)); });
         }
       } else if (width == 8) {
         const uint8_t* bytes = fdata[f] + i0;
@@ -492,8 +608,8 @@ NZ_UNROLL
 
 // One work item of a batched decode. tables: NT * 2048 u32 of warp-private (shared) memory; crc_table: 256
 // u32, needed only when verify is set (then chunk, header and index CRCs are checked as the CPU does).
-template <class W, int NT>
-NZ_HD void decode_item(const DecodeJob& job, uint64_t item, uint32_t* tables, const uint32_t* crc_table,
+template <class W, int NT, int V, class Tables>
+NZ_HD void decode_item(const DecodeJob& job, uint64_t item, Tables& tables, const uint32_t* crc_table,
                        bool verify) {
   const uint8_t* src = reinterpret_cast<const uint8_t*>(job.src);
   uint32_t* err = reinterpret_cast<uint32_t*>(job.err);
@@ -582,7 +698,7 @@ NZ_HD void decode_item(const DecodeJob& job, uint64_t item, uint32_t* tables, co
         continue;
       }
     }
-    if (uint32_t ce2 = decode_chunk<W, NT>(px, cv, tables)) W::report(err, ce2);
+    if (uint32_t ce2 = decode_chunk<W, NT, V>(px, cv, tables)) W::report(err, ce2);
   }
 }
 

@@ -109,9 +109,12 @@ __global__ void __launch_bounds__(kScanThreads)
 
 __global__ void write_kernel(EncodeCfg cfg, const uint8_t* __restrict__ src, const float* __restrict__ norms,
                              const uint8_t* __restrict__ staging, const ChunkMeta* __restrict__ meta,
-                             const uint64_t* __restrict__ offsets, const EncodeStatus* st, uint8_t* __restrict__ out) {
+                             const uint64_t* __restrict__ offsets, EncodeStatus* st, uint8_t* __restrict__ out) {
   const Layout L = status_layout(st);
-  if (blockIdx.x == 0 && threadIdx.x == 0) write_header(cfg, L, out);
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    write_header(cfg, L, out);
+    st->crc = 0;  // crc_kernel XORs into it: a second write of the same stage (a benchmark) starts from zero too
+  }
   const uint64_t tid = uint64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const uint64_t nthreads = uint64_t(gridDim.x) * blockDim.x;
   const int eb = dtype_info(cfg.dtype).bits / 8;

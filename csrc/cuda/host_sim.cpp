@@ -22,13 +22,33 @@ struct CrcTable {
 const CrcTable kCrc;
 
 // Scheduling order of work items is free on the GPU; run them back to front here so nothing relies on order.
-template <int NT>
+template <int NT, int V>
 void decode_jobs(const DecodeJob* jobs, int n_jobs, bool verify) {
-  std::vector<uint32_t> tables(static_cast<size_t>(NT) * kProbScale);
+  std::vector<uint32_t> tables(static_cast<size_t>(NT + 1) * kProbScale);
+  FixedTables fixed{tables.data()};
+  // v3: the warp's own table, and a pool of NT slots of which slot 0 is held by "another warp" throughout, so
+  // the tables a chunk takes are not simply the first ones.
+  uint32_t pool_word = 1;
+  PooledTables pooled{tables.data(), tables.data() + kProbScale, &pool_word, NT, 0};
   for (int j = n_jobs; j-- > 0;) {
     const uint64_t items = job_items(jobs[j].numel, jobs[j].grain);
-    for (uint64_t it = items; it-- > 0;) decode_item<HostWarp, NT>(jobs[j], it, tables.data(), kCrc.t, verify);
+    for (uint64_t it = items; it-- > 0;) {
+      if (V == kV3)
+        decode_item<HostWarp, NT, V>(jobs[j], it, pooled, kCrc.t, verify);
+      else
+        decode_item<HostWarp, NT, V>(jobs[j], it, fixed, kCrc.t, verify);
+    }
   }
+}
+
+template <int NT>
+void decode_variant(const DecodeJob* jobs, int n_jobs, int variant, bool verify) {
+  if (variant == kV2)
+    decode_jobs<NT, kV2>(jobs, n_jobs, verify);
+  else if (variant == kV3)
+    decode_jobs<NT, kV3>(jobs, n_jobs, verify);
+  else
+    decode_jobs<NT, kV1>(jobs, n_jobs, verify);
 }
 
 }  // namespace
@@ -36,12 +56,13 @@ void decode_jobs(const DecodeJob* jobs, int n_jobs, bool verify) {
 extern "C" {
 
 // jobs: n_jobs DecodeJob records (8 x u64 each) with host addresses. Errors land in each job's error word.
-void nzsim_decode_batch(const void* jobs, int n_jobs, int max_fields, int verify) {
+// variant: 1, 2 or 3 (chunk.h's Variant), the kernel whose per-chunk code runs.
+void nzsim_decode_batch(const void* jobs, int n_jobs, int max_fields, int verify, int variant) {
   const auto* js = static_cast<const DecodeJob*>(jobs);
   if (max_fields <= 2)
-    decode_jobs<2>(js, n_jobs, verify != 0);
+    decode_variant<2>(js, n_jobs, variant, verify != 0);
   else
-    decode_jobs<4>(js, n_jobs, verify != 0);
+    decode_variant<4>(js, n_jobs, variant, verify != 0);
 }
 
 // Mismatches between field_layout (format.h) and the closed form the decode kernel uses, over every dtype and

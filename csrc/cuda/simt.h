@@ -108,6 +108,19 @@ struct HostWarp {
     if (err) *err |= code;
   }
   static void sync() {}
+  // Pooled decode tables (decode variant v3): take `need` free slots of `slots` from a block's pool word, all at
+  // once (a warp never holds some while waiting for more, so no two warps can block each other). On the host
+  // the warps run one after another: the slots are always there.
+  static uint32_t acquire_slots(uint32_t* word, int slots, int need) {
+    uint32_t got = 0, avail = ~*word & ((slots >= 32 ? 0u : 1u << slots) - 1u);
+    for (int k = 0; k < need && avail; k++) {
+      got |= avail & (0u - avail);
+      avail &= avail - 1;
+    }
+    *word |= got;
+    return got;
+  }
+  static void release_slots(uint32_t* word, uint32_t got) { *word &= ~got; }
 };
 
 #if defined(__CUDACC__)
@@ -159,6 +172,34 @@ struct DeviceWarp {
     if (err && lane() == 0) atomicOr(err, code);
   }
   static __device__ __forceinline__ void sync() { __syncwarp(); }
+  static __device__ __forceinline__ uint32_t acquire_slots(uint32_t* word, int slots, int need) {
+    uint32_t got = 0;
+    if (need > 0 && lane() == 0) {
+      const uint32_t all = (slots >= 32 ? 0u : 1u << slots) - 1u;
+      for (;;) {
+        const uint32_t old = atomicOr(word, 0u);  // an atomic read: racecheck sees no unordered access
+        uint32_t avail = ~old & all, want = 0;
+        for (int k = 0; k < need && avail; k++) {
+          want |= avail & (0u - avail);
+          avail &= avail - 1;
+        }
+        if (__popc(want) == need && atomicCAS(word, old, old | want) == old) {
+          got = want;
+          break;
+        }
+        __nanosleep(64);  // held by other warps of the block until their chunk is decoded
+      }
+      __threadfence_block();
+    }
+    return __shfl_sync(kFullMask, got, 0);
+  }
+  static __device__ __forceinline__ void release_slots(uint32_t* word, uint32_t got) {
+    __syncwarp();  // every lane is done with the tables
+    if (got && lane() == 0) {
+      __threadfence_block();
+      atomicAnd(word, ~got);
+    }
+  }
 };
 #endif
 

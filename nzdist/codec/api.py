@@ -51,14 +51,14 @@ def compress(tensor: torch.Tensor, codec: Codec | None = None, *, threads: int =
     keep, block, chunk = _codec_args(tensor.dtype, codec)
     src = _plain(tensor.detach())
     if src.device.type == "cuda" and _gpu.available():  # GPU kernels: same bytes, payload stays on the GPU
-        return CompressedTensor(_gpu.compress(src, keep, block, chunk), tensor.shape, tensor.dtype)
+        return CompressedTensor(_gpu.compress(src, keep, block, chunk), tensor.shape, tensor.dtype, chunk)
     if src.device.type != "cpu":
         src = src.cpu()
     src = src.contiguous()
     encoded = _C.encode(src.data_ptr(), src.numel(), list(src.shape), code, keep, block, chunk, threads)
     data = torch.empty(encoded.nbytes, dtype=torch.uint8)
     encoded.write(data.data_ptr(), threads)  # `src` is alive until here: raw payloads copy from it
-    return CompressedTensor(data, tensor.shape, tensor.dtype)
+    return CompressedTensor(data, tensor.shape, tensor.dtype, chunk)
 
 
 def _check_out(ct: CompressedTensor, out: torch.Tensor) -> None:
@@ -92,9 +92,10 @@ def decompress_batch(cts: Sequence[CompressedTensor], outs: Sequence[torch.Tenso
         for c, o in zip(cts, outs):
             _check_out(c, o)
         targets = [o if _is_plain(o) else torch.empty(o.shape, dtype=o.dtype, device=o.device) for o in outs]
-        # chunk sizes size the launch only (the header on the GPU has the real one): the dtype's default
-        _gpu.decompress_batch([c.data for c in cts], targets,
-                              chunk_elems=[default_chunk_elems(c.dtype) for c in cts], check=check)
+        # One warp per chunk: each payload's own chunk size (small chunks would otherwise be decoded 64 to a warp);
+        # a payload rebuilt from bytes without one (raw) is sized by its dtype's default.
+        grains = [c.chunk_elems or default_chunk_elems(c.dtype) for c in cts]
+        _gpu.decompress_batch([c.data for c in cts], targets, chunk_elems=grains, check=check)
         for o, t in zip(outs, targets):
             if t is not o:
                 o.copy_(t)

@@ -32,8 +32,11 @@ _NAN_LOSSY = 256
 
 try:
     from .. import _cuda as _ext
-except ImportError:  # built without CUDA
+
+    _IMPORT_ERROR = ""
+except ImportError as e:  # built without CUDA
     _ext = None
+    _IMPORT_ERROR = str(e)
 
 
 def unavailable_reason() -> str | None:
@@ -44,7 +47,7 @@ def unavailable_reason() -> str | None:
     'nzdist CUDA runtime: cudaErrorInsufficientDriver (35): CUDA driver version is insufficient for CUDA ...'
     """
     if _ext is None:
-        return ("nzdist was built without its CUDA kernels (nvcc missing at install time); "
+        return (f"nzdist was built without its CUDA kernels (nzdist._cuda: {_IMPORT_ERROR}); "
                 "reinstall with NZDIST_CUDA=1 and the CUDA toolkit on PATH")
     reason = _runtime_reason()
     if reason is None and not torch.cuda.is_available():
@@ -68,6 +71,30 @@ def available() -> bool:
     return unavailable_reason() is None
 
 
+# Decode kernel variants, all compiled into nzdist._cuda and chosen per call (csrc/cuda/NOTES.md, "Decode
+# variants", says what each changes and what it is predicted to gain). The extension's own list wins when built.
+DECODE_VARIANTS = ("v1", "v2", "v3")
+DEFAULT_VARIANT = "v1"  # until a GPU has measured the others
+
+
+def variants() -> tuple[str, ...]:
+    """Names of the decode kernel variants, in the order the kernels were written (needs no GPU).
+
+    >>> for v in cuda.variants(): cuda.decompress_batch(payloads, outs, variant=v)
+    """
+    return tuple(_ext.decode_variants()) if _ext is not None else DECODE_VARIANTS
+
+
+def _variant_index(variant: str | None) -> int:
+    import os
+
+    name = variant or os.environ.get("NZDIST_CUDA_DECODE") or DEFAULT_VARIANT
+    names = variants()
+    if name not in names:
+        raise ValueError(f"unknown decode variant {name!r}; built variants: {', '.join(names)}")
+    return names.index(name)
+
+
 def _require() -> None:
     reason = unavailable_reason()
     if reason is not None:
@@ -89,6 +116,58 @@ def _prepare(tensor: torch.Tensor, keep_bits: int | None) -> tuple[torch.Tensor,
     return tensor.detach().contiguous(), code, keep
 
 
+class EncodePlan:
+    """An encode prepared ahead (sources, workspaces); ``stage()`` and ``write()`` only enqueue kernels, so a
+    benchmark can time them with CUDA events. compress_batch is ``stage(); sizes(); write(...)``.
+
+    >>> plan = EncodePlan([w], None, 0, 65536); plan.stage(); n = plan.sizes()[0]
+    >>> out = torch.empty(n, dtype=torch.uint8, device="cuda"); plan.write([out])
+    """
+
+    def __init__(self, tensors: Sequence[torch.Tensor], keep_bits: int | None, block_size: int, chunk_elems: int):
+        _require()
+        self.block_size, self.chunk_elems = int(block_size), int(chunk_elems)
+        self.jobs = []
+        for t in tensors:
+            src, code, keep = _prepare(t, keep_bits)
+            plan = _ext.encode_plan(src.numel(), src.dim(), code, keep, self.block_size, self.chunk_elems)
+            ws = torch.empty(plan["workspace_bytes"], dtype=torch.uint8, device=src.device)
+            self.jobs.append((src, code, keep, plan, ws))
+
+    def stage(self) -> None:
+        """Normalisers, chunk encoding and layout into each workspace (current stream, no sync)."""
+        for src, code, keep, _plan, ws in self.jobs:
+            with torch.cuda.device(src.device):
+                _ext.encode_stage(src.data_ptr(), src.numel(), list(src.shape), code, keep, self.block_size,
+                                  self.chunk_elems, ws.data_ptr(), _stream(src.device))
+
+    def sizes(self) -> list[int]:
+        """The one synchronisation: every payload's size and error bits (api.h: the status block)."""
+        if not self.jobs:
+            return []
+        status = torch.stack([ws[p["status_off"]:p["status_off"] + _ext.STATUS_BYTES].to(self.jobs[0][0].device)
+                              for _, _, _, p, ws in self.jobs]).cpu()
+        totals = []
+        for i in range(len(self.jobs)):
+            err = int(status[i, 36:40].view(torch.int32).item())
+            if err & _NAN_LOSSY:
+                raise ValueError("nzdist: NaN cannot be stored with Lossy(mantissa_bits=0); use mantissa_bits >= 1")
+            if err:
+                raise RuntimeError(f"nzdist CUDA encode failed (error bits {err:#x})")
+            totals.append(int(status[i, :8].view(torch.int64).item()))
+        self.totals = totals
+        return totals
+
+    def write(self, outs: Sequence[torch.Tensor]) -> None:
+        """Header, index, compaction and checksums into ``outs`` (16-aligned uint8, at least sizes() bytes)."""
+        for (src, code, keep, _plan, ws), out, total in zip(self.jobs, outs, self.totals):
+            if out.numel() < total:
+                raise ValueError(f"output buffer of {out.numel()} bytes for a {total}-byte payload")
+            with torch.cuda.device(src.device):
+                _ext.encode_write(src.data_ptr(), src.numel(), list(src.shape), code, keep, self.block_size,
+                                  self.chunk_elems, ws.data_ptr(), out.data_ptr(), total, _stream(src.device))
+
+
 def compress_batch(tensors: Sequence[torch.Tensor], keep_bits: int | None = None, block_size: int = 0,
                    chunk_elems: int = DEFAULT_CHUNK_ELEMS,
                    outs: Sequence[torch.Tensor | None] | None = None) -> list[torch.Tensor]:
@@ -102,40 +181,19 @@ def compress_batch(tensors: Sequence[torch.Tensor], keep_bits: int | None = None
     _require()
     if outs is not None and len(outs) != len(tensors):
         raise ValueError(f"{len(tensors)} tensors but {len(outs)} output buffers")
-    jobs = []
-    for t in tensors:
-        src, code, keep = _prepare(t, keep_bits)
-        plan = _ext.encode_plan(src.numel(), src.dim(), code, keep, int(block_size), int(chunk_elems))
-        with torch.cuda.device(src.device):
-            ws = torch.empty(plan["workspace_bytes"], dtype=torch.uint8, device=src.device)
-            _ext.encode_stage(src.data_ptr(), src.numel(), list(src.shape), code, keep, int(block_size),
-                              int(chunk_elems), ws.data_ptr(), _stream(src.device))
-        jobs.append((src, code, keep, plan, ws))
-    if not jobs:
-        return []
-    # The one synchronisation: every payload's size and error bits (api.h: the status block).
-    status = torch.stack([ws[p["status_off"]:p["status_off"] + _ext.STATUS_BYTES].to(jobs[0][0].device)
-                          for _, _, _, p, ws in jobs]).cpu()
+    plan = EncodePlan(tensors, keep_bits, block_size, chunk_elems)
+    plan.stage()
     results = []
-    for i, (src, code, keep, _plan, ws) in enumerate(jobs):
-        total = int(status[i, :8].view(torch.int64).item())
-        err = int(status[i, 36:40].view(torch.int32).item())
-        if err & _NAN_LOSSY:
-            raise ValueError("nzdist: NaN cannot be stored with Lossy(mantissa_bits=0); use mantissa_bits >= 1")
-        if err:
-            raise RuntimeError(f"nzdist CUDA encode failed (error bits {err:#x})")
+    for i, ((src, *_), total) in enumerate(zip(plan.jobs, plan.sizes())):
         buf = None if outs is None else outs[i]
         if buf is not None and (buf.dtype != torch.uint8 or buf.dim() != 1 or not buf.is_contiguous()
                                 or buf.device != src.device):
             raise ValueError("output buffers must be contiguous 1-D uint8 tensors on the tensor's device")
         if buf is not None and buf.numel() >= total and buf.data_ptr() % 16 == 0:
-            out = buf[:total]
+            results.append(buf[:total])
         else:
-            out = torch.empty(total, dtype=torch.uint8, device=src.device)
-        with torch.cuda.device(src.device):
-            _ext.encode_write(src.data_ptr(), src.numel(), list(src.shape), code, keep, int(block_size),
-                              int(chunk_elems), ws.data_ptr(), out.data_ptr(), total, _stream(src.device))
-        results.append(out)
+            results.append(torch.empty(total, dtype=torch.uint8, device=src.device))
+    plan.write(results)
     return results
 
 
@@ -148,55 +206,86 @@ def compress(tensor: torch.Tensor, keep_bits: int | None = None, block_size: int
     return compress_batch([tensor], keep_bits, block_size, chunk_elems, None if out is None else [out])[0]
 
 
+class DecodePlan:
+    """A batch decode prepared ahead: the job table on the device, the error words, the kernel chosen; ``launch()``
+    enqueues the one kernel (plus copies into non-contiguous outputs) and nothing else, so it can be timed with
+    CUDA events, or replayed (the outputs are rewritten, the error words OR-ed again).
+
+    >>> plan = DecodePlan(payloads, outs, variant="v2"); errors = plan.launch(); raise_on_errors(errors)
+    """
+
+    def __init__(self, payloads: Sequence[torch.Tensor], outs: Sequence[torch.Tensor], *,
+                 chunk_elems: int | Sequence[int] = DEFAULT_CHUNK_ELEMS, verify: bool = False,
+                 variant: str | None = None):
+        _require()
+        if len(payloads) != len(outs):
+            raise ValueError(f"{len(payloads)} payloads but {len(outs)} outputs")
+        self.kernel = _variant_index(variant)
+        self.verify = bool(verify)
+        self.n_jobs = len(payloads)
+        if not payloads:
+            self.errors = torch.zeros(0, dtype=torch.int32)
+            return
+        device = self.device = outs[0].device
+        n = len(payloads)
+        grains = [int(chunk_elems)] * n if isinstance(chunk_elems, int) else [int(c) for c in chunk_elems]
+        if len(grains) != n:
+            raise ValueError("chunk_elems must be an int or one value per payload")
+        targets, self.copies, self.keep_alive = [], [], []
+        for p, o in zip(payloads, outs):
+            if p.dtype != torch.uint8 or p.dim() != 1 or p.device != device or o.device != device:
+                raise ValueError("payloads must be 1-D uint8 tensors on the same CUDA device as the outputs")
+            dtype_code(o.dtype)
+            if p.data_ptr() % 16 or not p.is_contiguous():  # the kernels use aligned loads
+                p = p.contiguous().clone()
+            self.keep_alive.append(p)
+            if o.is_contiguous():
+                targets.append(o)
+            else:
+                t = torch.empty(o.shape, dtype=o.dtype, device=device)
+                targets.append(t)
+                self.copies.append((o, t))
+        self.targets = targets
+        with torch.cuda.device(device):
+            self.errors = torch.zeros(n, dtype=torch.int32, device=device)
+            rows, first = [], 0
+            for i, (p, t, g) in enumerate(zip(self.keep_alive, targets, grains)):
+                if g <= 0:
+                    raise ValueError(f"chunk_elems must be positive, got {g}")
+                items = 1 if t.numel() == 0 else -(-t.numel() // g)
+                rows.append([p.data_ptr(), p.numel(), t.data_ptr(), t.numel(), first,
+                             g | (dtype_code(t.dtype) << 32), self.errors.data_ptr() + 4 * i, 0])
+                first += items
+            self.total_items = first
+            self.jobs = torch.tensor(rows, dtype=torch.int64).pin_memory().to(device, non_blocking=True)
+            self.max_fields = max(_MAX_FIELDS[t.dtype] for t in targets)
+
+    def launch(self) -> torch.Tensor:
+        """Enqueue the decode on the current stream; returns the per-payload int32 error words (device)."""
+        if not self.n_jobs:
+            return self.errors
+        with torch.cuda.device(self.device):
+            _ext.decode_batch(self.jobs.data_ptr(), self.n_jobs, self.total_items, self.max_fields, self.verify,
+                              _stream(self.device), self.kernel)
+            for o, t in self.copies:
+                o.copy_(t)
+        return self.errors
+
+
 def decompress_batch(payloads: Sequence[torch.Tensor], outs: Sequence[torch.Tensor], *,
                      chunk_elems: int | Sequence[int] = DEFAULT_CHUNK_ELEMS, verify: bool = False,
-                     check: bool = True) -> torch.Tensor:
+                     check: bool = True, variant: str | None = None) -> torch.Tensor:
     """Decode every payload into its ``out`` (CUDA tensor of the payload's shape and dtype) in one kernel launch.
 
     ``payloads``: 1-D uint8 CUDA tensors (e.g. views of an all-gather output, one per rank); each must hold a
     whole payload at its start (trailing bytes are fine). ``chunk_elems``: the chunk size the payloads were
-    encoded with, used only to size the launch (a wrong value costs speed, never correctness). ``verify``: also
-    check every CRC32C. Returns the per-payload int32 error words (device); with ``check`` it synchronises and
-    raises ``FormatError`` if any is nonzero.
+    encoded with (an int, or one per payload), used only to size the launch: one warp per chunk (a wrong value
+    costs speed, never correctness). ``verify``: also check every CRC32C. ``variant``: the decode kernel
+    (``variants()``; default ``$NZDIST_CUDA_DECODE`` or ``DEFAULT_VARIANT``), every one bit-exact. Returns the
+    per-payload int32 error words (device); with ``check`` it synchronises and raises ``FormatError`` if any is
+    nonzero.
     """
-    _require()
-    if len(payloads) != len(outs):
-        raise ValueError(f"{len(payloads)} payloads but {len(outs)} outputs")
-    if not payloads:
-        return torch.zeros(0, dtype=torch.int32)
-    device = outs[0].device
-    grains = [int(chunk_elems)] * len(payloads) if isinstance(chunk_elems, int) else [int(c) for c in chunk_elems]
-    if len(grains) != len(payloads):
-        raise ValueError("chunk_elems must be an int or one value per payload")
-    targets, copies, keep_alive = [], [], []
-    for p, o in zip(payloads, outs):
-        if p.dtype != torch.uint8 or p.dim() != 1 or p.device != device or o.device != device:
-            raise ValueError("payloads must be 1-D uint8 tensors on the same CUDA device as the outputs")
-        dtype_code(o.dtype)
-        if p.data_ptr() % 16 or not p.is_contiguous():  # the kernels use aligned loads
-            p = p.contiguous().clone()
-        keep_alive.append(p)
-        if o.is_contiguous():
-            targets.append(o)
-        else:
-            t = torch.empty(o.shape, dtype=o.dtype, device=device)
-            targets.append(t)
-            copies.append((o, t))
-    with torch.cuda.device(device):
-        errors = torch.zeros(len(payloads), dtype=torch.int32, device=device)
-        rows, first = [], 0
-        for i, (p, t, g) in enumerate(zip(keep_alive, targets, grains)):
-            if g <= 0:
-                raise ValueError(f"chunk_elems must be positive, got {g}")
-            items = 1 if t.numel() == 0 else -(-t.numel() // g)
-            rows.append([p.data_ptr(), p.numel(), t.data_ptr(), t.numel(), first,
-                         g | (dtype_code(t.dtype) << 32), errors.data_ptr() + 4 * i, 0])
-            first += items
-        jobs = torch.tensor(rows, dtype=torch.int64).pin_memory().to(device, non_blocking=True)
-        max_fields = max(_MAX_FIELDS[t.dtype] for t in targets)
-        _ext.decode_batch(jobs.data_ptr(), len(rows), first, max_fields, bool(verify), _stream(device))
-        for o, t in copies:
-            o.copy_(t)
+    errors = DecodePlan(payloads, outs, chunk_elems=chunk_elems, verify=verify, variant=variant).launch()
     if check:
         raise_on_errors(errors)
     return errors

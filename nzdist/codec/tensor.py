@@ -26,12 +26,15 @@ class CompressedTensor:
     >>> same = nzdist.CompressedTensor.from_bytes(ct.to_bytes())
     """
 
-    __slots__ = ("data", "shape", "dtype")
+    __slots__ = ("data", "shape", "dtype", "chunk_elems")
 
-    def __init__(self, data: torch.Tensor, shape, dtype: torch.dtype):
+    def __init__(self, data: torch.Tensor, shape, dtype: torch.dtype, chunk_elems: int | None = None):
         self.data = data
         self.shape = torch.Size(shape)
         self.dtype = dtype
+        # Elements per chunk the payload was written with (raw payloads too: the encoder's setting), the GPU
+        # decoder's work grain: one warp per chunk. None: not known (the decoder then uses the default).
+        self.chunk_elems = chunk_elems
 
     @property
     def numel(self) -> int:
@@ -66,7 +69,9 @@ class CompressedTensor:
         # GPU payload costs one small copy.
         host = data if data.device.type == "cpu" else data[: min(data.numel(), 256)].cpu()
         info = _C.parse_header(host.data_ptr(), data.numel())
-        return cls(data[: info["total_bytes"]], info["shape"], CODE_DTYPES[info["dtype"]])
+        # A raw payload's header records no chunk size (0): the decoder's default grain then applies.
+        return cls(data[: info["total_bytes"]], info["shape"], CODE_DTYPES[info["dtype"]],
+                   info["chunk_elems"] or None)
 
     def __repr__(self) -> str:
         return (f"CompressedTensor(shape={tuple(self.shape)}, dtype={self.dtype}, nbytes={self.nbytes}, "

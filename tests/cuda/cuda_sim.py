@@ -54,7 +54,7 @@ def build(extra: tuple[str, ...] = (), tag: str = "") -> ctypes.CDLL:
                         str(CUDA_SRC / "host_sim.cpp")], check=True, timeout=300)
         os.replace(tmp, lib)
     so = ctypes.CDLL(str(lib))
-    so.nzsim_decode_batch.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    so.nzsim_decode_batch.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
     so.nzsim_decode_batch.restype = None
     so.nzsim_crc32c_pieces.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]
     so.nzsim_crc32c_pieces.restype = ctypes.c_uint32
@@ -65,9 +65,14 @@ def build(extra: tuple[str, ...] = (), tag: str = "") -> ctypes.CDLL:
     return so
 
 
+# Decode variants (chunk.h's Variant; nzdist.codec.cuda.variants() lists the same names).
+VARIANTS = {"v1": 1, "v2": 2, "v3": 3}
+
+
 class Sim:
-    def __init__(self, so: ctypes.CDLL):
+    def __init__(self, so: ctypes.CDLL, variant: str = "v1"):
         self.so = so
+        self.variant = variant
 
     def encode(self, t: torch.Tensor, keep: int | None = None, block: int = 0, chunk: int = 1 << 16):
         """Returns (payload uint8 tensor or None, error bits)."""
@@ -83,8 +88,10 @@ class Sim:
         self.so.nzsim_encode(*args, out.data_ptr(), total, ctypes.byref(err))
         return out, err.value
 
-    def decode_batch(self, payloads, outs, grains=None, verify=False, src_lens=None):
-        """Decode payloads (uint8 tensors) into outs; returns the per-payload error words."""
+    def decode_batch(self, payloads, outs, grains=None, verify=False, src_lens=None, variant=None):
+        """Decode payloads (uint8 tensors) into outs with one decode variant's per-chunk code (VARIANTS; default
+        the Sim's); returns the per-payload error words."""
+        variant = self.variant if variant is None else variant
         n = len(payloads)
         errs = torch.zeros(n, dtype=torch.int32)
         jobs = torch.zeros(n, 8, dtype=torch.int64)
@@ -97,7 +104,7 @@ class Sim:
                                     grain | (dtype_code(o.dtype) << 32), errs.data_ptr() + 4 * i, 0])
             first += items
         max_fields = max((MAX_FIELDS[o.dtype] for o in outs), default=2)
-        self.so.nzsim_decode_batch(jobs.data_ptr(), n, max_fields, int(verify))
+        self.so.nzsim_decode_batch(jobs.data_ptr(), n, max_fields, int(verify), VARIANTS[variant])
         return errs
 
     def crc32c_pieces(self, buf: torch.Tensor, piece: int) -> int:

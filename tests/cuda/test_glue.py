@@ -5,6 +5,7 @@ import re
 import pytest
 import torch
 
+import nzdist
 from nzdist.codec import cuda
 
 
@@ -46,3 +47,52 @@ def test_missing_driver_or_device_is_reported_in_the_cuda_runtimes_words():
     assert cuda.unavailable_reason() == message and not cuda.available()
     with pytest.raises(RuntimeError, match=re.escape(found.group(1))):
         cuda.compress(torch.zeros(4, dtype=torch.bfloat16))
+
+
+def test_variants_listed_without_a_gpu():
+    names = cuda.variants()
+    assert names and names[0] == "v1" and len(set(names)) == len(names)
+    with pytest.raises(ValueError, match="variant"):
+        cuda._variant_index("no-such-kernel")
+
+
+def test_unavailable_reason_says_why():
+    why = cuda.unavailable_reason()
+    assert (why is None) == cuda.available()
+    if not torch.cuda.is_available():
+        assert why  # e.g. "CUDA runtime: CUDA driver version is insufficient ..." or "built without ..."
+
+
+class _OnCuda:
+    """Stands in for a CUDA tensor where the glue only looks at its device, shape and dtype."""
+
+    def __init__(self, shape=(), dtype=torch.uint8):
+        self.device = torch.device("cuda")
+        self.shape = torch.Size(shape)
+        self.dtype = dtype
+
+
+def test_gpu_decode_grain_is_each_payloads_chunk_size(monkeypatch):
+    """One warp per chunk as written: small-chunk and raw payloads are not decoded at a fixed 65,536 grain."""
+    from nzdist.codec import api
+
+    import cuda_cases as cases
+
+    seen = {}
+    monkeypatch.setattr(api._gpu, "available", lambda: True)
+    monkeypatch.setattr(api, "_is_plain", lambda t: True)  # the stand-ins are decoded into directly
+    monkeypatch.setattr(api._gpu, "decompress_batch",
+                        lambda payloads, outs, chunk_elems, check: seen.update(grains=list(chunk_elems)))
+    small = nzdist.compress(cases.weights(5000, torch.bfloat16), codec=nzdist.Lossless(chunk_elems=1024))
+    raw = nzdist.compress(cases.all_patterns(torch.bfloat16), codec=nzdist.Lossless(chunk_elems=4096))
+    default = nzdist.compress(cases.weights(100_000, torch.float32))
+    assert raw.header()["mode"] == 0 and small.header()["mode"] == 1
+    parsed = [nzdist.CompressedTensor.from_bytes(c.to_bytes()) for c in (small, raw, default)]
+    assert [p.chunk_elems for p in parsed] == [1024, None, 65536]  # a raw header records no chunk size
+    cts = [nzdist.CompressedTensor(_OnCuda(), c.shape, c.dtype, c.chunk_elems) for c in (small, raw, default)]
+    outs = [_OnCuda(c.shape, c.dtype) for c in cts]
+    nzdist.decompress_batch(cts, outs)
+    assert seen["grains"] == [1024, 4096, 65536]
+    parsed_on_gpu = [nzdist.CompressedTensor(_OnCuda(), p.shape, p.dtype, p.chunk_elems) for p in parsed]
+    nzdist.decompress_batch(parsed_on_gpu, outs)
+    assert seen["grains"] == [1024, 65536, 65536]

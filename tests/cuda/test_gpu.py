@@ -25,10 +25,11 @@ def codec_for(keep, block, chunk):
 def both_ways(t: torch.Tensor, keep=None, block=0, chunk=1 << 16):
     ct = nzdist.compress(t, codec=codec_for(keep, block, chunk))
     expect = nzdist.decompress(ct)
-    # CPU payload -> GPU decode
-    out = torch.full(t.shape, float("nan"), dtype=t.dtype, device="cuda")
-    cuda.decompress(ct.data.cuda(), out, chunk_elems=chunk)
-    assert torch.equal(cases.bits(out.cpu()), cases.bits(expect))
+    # CPU payload -> GPU decode, every kernel variant
+    for variant in cuda.variants():
+        out = torch.full(t.shape, float("nan"), dtype=t.dtype, device="cuda")
+        cuda.decompress(ct.data.cuda(), out, chunk_elems=chunk, variant=variant)
+        assert torch.equal(cases.bits(out.cpu()), cases.bits(expect)), variant
     # GPU encode -> identical bytes -> CPU decode
     payload = cuda.compress(t.cuda(), keep_bits=keep, block_size=block, chunk_elems=chunk)
     assert payload.numel() == ct.nbytes
@@ -36,9 +37,10 @@ def both_ways(t: torch.Tensor, keep=None, block=0, chunk=1 << 16):
     back = nzdist.decompress(nzdist.CompressedTensor(payload.cpu(), t.shape, t.dtype))
     assert torch.equal(cases.bits(back), cases.bits(expect))
     # and verify mode agrees
-    out2 = torch.empty(t.shape, dtype=t.dtype, device="cuda")
-    cuda.decompress(payload, out2, chunk_elems=chunk, verify=True)
-    assert torch.equal(cases.bits(out2.cpu()), cases.bits(expect))
+    for variant in cuda.variants():
+        out2 = torch.empty(t.shape, dtype=t.dtype, device="cuda")
+        cuda.decompress(payload, out2, chunk_elems=chunk, verify=True, variant=variant)
+        assert torch.equal(cases.bits(out2.cpu()), cases.bits(expect)), variant
 
 
 @pytest.mark.parametrize("dtype", cases.DTYPES)
@@ -60,6 +62,22 @@ def test_odd_sizes(dtype, n):
 
 def test_second_field_coded():
     both_ways(cases.fp16_origin_bf16(200_000), chunk=4096)
+
+
+def test_three_coded_fields_fp32():
+    both_ways(cases.weights(200_000, torch.float32, 4).bfloat16().float(), chunk=4096)
+
+
+@pytest.mark.parametrize("variant", cuda.variants())
+def test_many_chunks_one_launch_per_variant(variant):
+    """Thousands of warps at once: v3's pooled tables are contended when most chunks code two fields."""
+    ts = [cases.fp16_origin_bf16(300_000), cases.weights(700_000, torch.bfloat16, 8),
+          cases.weights(90_000, torch.float32, 9)]
+    payloads = [cuda.compress(t.cuda(), chunk_elems=1024) for t in ts]
+    outs = [torch.empty(t.shape, dtype=t.dtype, device="cuda") for t in ts]
+    cuda.decompress_batch(payloads, outs, chunk_elems=1024, variant=variant)
+    for o, t in zip(outs, ts):
+        assert torch.equal(cases.bits(o.cpu()), cases.bits(t))
 
 
 @pytest.mark.parametrize("dtype", cases.DTYPES)
@@ -103,8 +121,10 @@ def test_corruption_raises_format_error():
         cuda.decompress(bad, torch.empty(20_000, dtype=torch.bfloat16, device="cuda"))
     bad = payload.clone()
     bad[-5] ^= 0x10  # inside the last chunk
-    with pytest.raises(nzdist.FormatError):
-        cuda.decompress(bad, torch.empty(20_000, dtype=torch.bfloat16, device="cuda"), verify=True)
+    for variant in cuda.variants():
+        with pytest.raises(nzdist.FormatError):
+            cuda.decompress(bad, torch.empty(20_000, dtype=torch.bfloat16, device="cuda"), verify=True,
+                            variant=variant)
     with pytest.raises(nzdist.FormatError):
         cuda.decompress(payload, torch.empty(20_000, dtype=torch.float16, device="cuda"))
 
@@ -139,3 +159,21 @@ def test_compress_batch_one_sync_and_into_buffers():
     for p, q, b in zip(payloads, again[:-1], bufs[:-1]):
         assert q.data_ptr() == b.data_ptr() and torch.equal(p, q)
     assert again[-1].data_ptr() != small.data_ptr() and torch.equal(again[-1], payloads[-1])
+
+
+def test_prepared_plans_replay_identically():
+    """What `nzdist bench gpu` times: an EncodePlan's write and a DecodePlan's launch repeated give the same bytes."""
+    t = cases.weights(100_000, torch.bfloat16).cuda()
+    plan = cuda.EncodePlan([t], None, 0, 4096)
+    plan.stage()
+    out = torch.empty(plan.sizes()[0], dtype=torch.uint8, device="cuda")
+    for _ in range(3):
+        plan.write([out])
+    assert torch.equal(out.cpu(), nzdist.compress(t.cpu(), codec=nzdist.Lossless(chunk_elems=4096)).data)
+    for variant in cuda.variants():
+        o = torch.empty_like(t)
+        dplan = cuda.DecodePlan([out], [o], chunk_elems=4096, variant=variant)
+        for _ in range(3):
+            errors = dplan.launch()
+        cuda.raise_on_errors(errors)
+        assert torch.equal(o, t)

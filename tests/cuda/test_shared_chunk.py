@@ -17,7 +17,7 @@ import nzdist
 from nzdist import _C
 
 import cuda_cases as cases
-from cuda_sim import Sim, build
+from cuda_sim import VARIANTS, Sim, build
 
 
 
@@ -33,13 +33,15 @@ def cpu_compress(t, keep=None, block=0, chunk=1 << 16):
 
 
 def roundtrip(sim: Sim, t: torch.Tensor, keep=None, block=0, chunk=1 << 16):
-    """CPU-encoded -> sim-decoded equals CPU-decoded; sim-encoded bytes equal CPU-encoded bytes."""
+    """CPU-encoded -> sim-decoded (every decode variant) equals CPU-decoded; sim-encoded bytes equal CPU-encoded
+    bytes."""
     ct = cpu_compress(t, keep, block, chunk)
     expect = nzdist.decompress(ct)
-    out = torch.full_like(t, float("nan"))
-    errs = sim.decode_batch([ct.data], [out], grains=[chunk])
-    assert errs.tolist() == [0]
-    assert torch.equal(cases.bits(out), cases.bits(expect))
+    for variant in VARIANTS:
+        out = torch.full_like(t, float("nan"))
+        errs = sim.decode_batch([ct.data], [out], grains=[chunk], variant=variant)
+        assert errs.tolist() == [0], variant
+        assert torch.equal(cases.bits(out), cases.bits(expect)), variant
     payload, err = sim.encode(t, keep=keep, block=block, chunk=chunk)
     assert err == 0
     assert payload.numel() == ct.nbytes
@@ -78,9 +80,18 @@ def test_odd_sizes(sim, dtype, n):
 
 
 def test_second_field_coded():
-    """bf16 from fp16-trained weights: the 6-bit field compresses too, so two coded fields decode together."""
+    """bf16 from fp16-trained weights: the 6-bit field compresses too, so two coded fields decode together
+    (v3: the second table comes from the pool)."""
     s = Sim(build())
     ct = roundtrip(s, cases.fp16_origin_bf16(20_000), chunk=4096)
+    assert ct.header()["mode"] == 1
+
+
+def test_three_coded_fields_fp32():
+    """fp32 holding bf16 values: both low byte fields are constant and coded, with field 0: three tables per
+    chunk (v3 takes two from its pool, whose first slot another warp holds)."""
+    t = cases.weights(20_000, torch.float32, 4).bfloat16().float()
+    ct = roundtrip(Sim(build()), t, chunk=4096)
     assert ct.header()["mode"] == 1
 
 
@@ -125,11 +136,12 @@ def test_batch_mixed_dtypes_and_grains(sim):
           cases.weights(4096, torch.bfloat16, 5)]
     cts = [cpu_compress(t, chunk=1024) for t in ts]
     for grain in (1024, 2048, 333, 1 << 20):  # any grain is correct; equal to chunk_elems is the fast one
-        outs = [torch.empty_like(t) for t in ts]
-        errs = sim.decode_batch([c.data for c in cts], outs, grains=[grain] * len(ts))
-        assert errs.tolist() == [0] * len(ts)
-        for o, t in zip(outs, ts):
-            assert torch.equal(cases.bits(o), cases.bits(t))
+        for variant in VARIANTS:
+            outs = [torch.empty_like(t) for t in ts]
+            errs = sim.decode_batch([c.data for c in cts], outs, grains=[grain] * len(ts), variant=variant)
+            assert errs.tolist() == [0] * len(ts)
+            for o, t in zip(outs, ts):
+                assert torch.equal(cases.bits(o), cases.bits(t))
 
 
 def test_shards_laid_end_to_end(sim):
@@ -141,10 +153,11 @@ def test_shards_laid_end_to_end(sim):
     for r, p in enumerate(payloads):
         buf[r * cap:r * cap + p.numel()] = p
     views = [buf[r * cap:(r + 1) * cap] for r in range(len(shards))]
-    flat = torch.empty(sum(s.numel() for s in shards), dtype=torch.bfloat16)
-    outs = list(flat.split([s.numel() for s in shards]))
-    assert sim.decode_batch(views, outs, grains=[1024] * 4).tolist() == [0] * 4
-    assert torch.equal(flat, torch.cat(shards))
+    for variant in VARIANTS:
+        flat = torch.empty(sum(s.numel() for s in shards), dtype=torch.bfloat16)
+        outs = list(flat.split([s.numel() for s in shards]))
+        assert sim.decode_batch(views, outs, grains=[1024] * 4, variant=variant).tolist() == [0] * 4
+        assert torch.equal(flat, torch.cat(shards))
 
 
 def test_mismatched_destination_is_flagged(sim):
@@ -168,9 +181,10 @@ def test_verify_detects_every_corruption_the_cpu_detects(sim):
             cpu_ok = True
         except (nzdist.FormatError, ValueError):
             cpu_ok = False
-        out = torch.empty_like(t)
-        errs = sim.decode_batch([bad], [out], grains=[1024], verify=True)
-        assert (errs.item() == 0) == cpu_ok, f"flip at byte {pos}"
+        for variant in VARIANTS:
+            out = torch.empty_like(t)
+            errs = sim.decode_batch([bad], [out], grains=[1024], verify=True, variant=variant)
+            assert (errs.item() == 0) == cpu_ok, f"flip at byte {pos}, {variant}"
 
 
 FUZZ = textwrap.dedent("""
@@ -178,7 +192,7 @@ FUZZ = textwrap.dedent("""
     sys.path.insert(0, {root!r}); sys.path.insert(0, {here!r})
     import nzdist
     import cuda_cases as cases
-    from cuda_sim import Sim, build_asan
+    from cuda_sim import VARIANTS, Sim, build_asan
     sim = Sim(build_asan())
     g = torch.Generator().manual_seed(11)
     flagged = 0
@@ -195,8 +209,9 @@ FUZZ = textwrap.dedent("""
                     bad[pos] = int(torch.randint(0, 256, (1,), generator=g))
                 if trial % 5 == 0:
                     bad = bad[: int(torch.randint(0, bad.numel(), (1,), generator=g))].clone()
-                out = torch.empty_like(t)
-                flagged += int(sim.decode_batch([bad], [out], grains=[1024])[0] != 0)
+                for variant in VARIANTS:
+                    out = torch.empty_like(t)
+                    flagged += int(sim.decode_batch([bad], [out], grains=[1024], variant=variant)[0] != 0)
     print("flagged", flagged)
 """)
 
@@ -215,4 +230,4 @@ def test_corrupt_payloads_stay_in_bounds_under_asan():
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=280)
     assert proc.returncode == 0, proc.stderr[-4000:]
     flagged = int(proc.stdout.split("flagged")[-1])
-    assert flagged > 100  # most corruptions are caught even without checksums (header, tables, stream ends)
+    assert flagged > 300  # most corruptions are caught even without checksums (header, tables, stream ends)
