@@ -89,4 +89,7 @@ class CudaBuildExt(build_ext):
                     raise subprocess.CalledProcessError(done.returncode, done.args)
         ext.sources = [s for s in ext.sources if not s.endswith(".cu")]
         ext.extra_objects = list(ext.extra_objects or []) + objects
+        # setuptools relinks only when a source or `depends` entry is newer than the extension, and it does not
+        # look at extra_objects: without this, a change to a .cu file alone recompiled but never relinked.
+        ext.depends = list(ext.depends or []) + objects
         super().build_extension(ext)
