@@ -6,6 +6,8 @@
 #include "cpu/codec.h"
 #include "cpu/crc32c.h"
 #include "cpu/parallel.h"
+#include "cuda/records.h"
+#include "validate.h"
 
 namespace py = pybind11;
 
@@ -35,10 +37,57 @@ py::dict header_dict(const nz::HeaderInfo& h) {
   return d;
 }
 
+// The format's vocabulary, so Python copies no table: dtype codes (csrc/format.h), chunk sizes and the GPU's error
+// bits (csrc/validate.h), the host/GPU records (csrc/cuda/records.h) as field -> (byte offset, bytes).
+void add_constants(py::module_& m) {
+  py::dict dtypes;
+  for (uint8_t code : {nz::kBF16, nz::kFP16, nz::kFP32}) {
+    const nz::DTypeInfo d = nz::dtype_info(code);
+    py::dict e;
+    e["name"] = code == nz::kBF16 ? "bfloat16" : code == nz::kFP16 ? "float16" : "float32";
+    e["bits"] = d.bits;
+    e["exp_bits"] = d.exp_bits;
+    e["mant_bits"] = d.mant_bits;
+    e["max_fields"] = nz::field_layout(code, d.mant_bits).n;  // lossless: the most fields a payload has
+    dtypes[py::int_(code)] = e;
+  }
+  m.attr("DTYPES") = dtypes;
+  m.attr("MIN_CHUNK_ELEMS") = nz::kMinChunkElems;
+  m.attr("MAX_CHUNK_ELEMS") = nz::kMaxChunkElems;
+  m.attr("LANES") = nz::kLanes;
+  py::dict err;
+  const std::pair<const char*, nz::Err> bits[] = {
+      {"header", nz::kErrHeader}, {"mismatch", nz::kErrMismatch}, {"index", nz::kErrIndex},
+      {"chunk", nz::kErrChunk},   {"table", nz::kErrTable},       {"stream", nz::kErrStream},
+      {"norm", nz::kErrNorm},     {"crc", nz::kErrCrc},           {"nan_lossy", nz::kErrNanLossy}};
+  for (const auto& [name, bit] : bits) err[name] = uint32_t(bit);
+  m.attr("ERROR_BITS") = err;
+#define NZ_FIELD(T, f) {#f, py::make_tuple(offsetof(T, f), sizeof(T::f))}
+  using nz::gpu::DecodeJob;
+  using nz::gpu::EncodeStatus;
+  const std::pair<const char*, py::tuple> job[] = {
+      NZ_FIELD(DecodeJob, src),   NZ_FIELD(DecodeJob, src_len),    NZ_FIELD(DecodeJob, dst),
+      NZ_FIELD(DecodeJob, numel), NZ_FIELD(DecodeJob, first_item), NZ_FIELD(DecodeJob, grain),
+      NZ_FIELD(DecodeJob, dtype), NZ_FIELD(DecodeJob, err)};
+  const std::pair<const char*, py::tuple> status[] = {
+      NZ_FIELD(EncodeStatus, total),       NZ_FIELD(EncodeStatus, header_bytes), NZ_FIELD(EncodeStatus, norm_bytes),
+      NZ_FIELD(EncodeStatus, index_bytes), NZ_FIELD(EncodeStatus, mode),         NZ_FIELD(EncodeStatus, err),
+      NZ_FIELD(EncodeStatus, crc)};
+  py::dict job_layout, status_layout;
+  for (const auto& [name, at] : job) job_layout[name] = at;
+  for (const auto& [name, at] : status) status_layout[name] = at;
+  m.attr("DECODE_JOB") = job_layout;
+  m.attr("DECODE_JOB_BYTES") = sizeof(DecodeJob);
+  m.attr("ENCODE_STATUS") = status_layout;
+  m.attr("ENCODE_STATUS_BYTES") = sizeof(EncodeStatus);
+#undef NZ_FIELD
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "nzdist CPU codec (csrc/FORMAT.md)";
+  add_constants(m);
   // FormatError is defined in Python (nzdist.codec.errors) so it can be caught without importing the extension.
   g_format_error = py::object(py::module_::import("nzdist.codec.errors").attr("FormatError")).release().ptr();
   py::register_exception_translator([](std::exception_ptr p) {

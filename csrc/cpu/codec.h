@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../format.h"
+#include "../validate.h"
 
 namespace nz {
 
@@ -48,12 +49,8 @@ class Encoded {
 std::unique_ptr<Encoded> encode(const void* src, uint64_t numel, const int64_t* shape, int ndim,
                                 const EncodeParams& params, int threads);
 
-struct HeaderInfo {
-  uint8_t dtype, mode, keep_bits, flags;
-  int ndim;
+struct HeaderInfo : HeaderFields {  // validate.h's fields, and the shape
   int64_t shape[kMaxNdim];
-  uint64_t numel, total_bytes;
-  uint32_t header_bytes, chunk_elems, num_chunks, block_size;
 };
 
 // Validates the header (magic, version, checksum, consistency); throws FormatError.

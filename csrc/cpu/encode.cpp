@@ -256,11 +256,9 @@ Encoded::Chunk encode_fields(const T* src, uint64_t n, const FieldLayout& fl, co
     const FieldSrc<T> fs{src, n, fl.shift[f], uint32_t(alphabet - 1)};
     int n_used = 0;
     for (int sym = 0; sym < alphabet; sym++) n_used += counts[f][sym] != 0;
-    const double raw_bits = double(raw_field_bytes(width, n_pad)) * 8;
-    const double overhead_bits = 8.0 * (kFieldHeaderBytes + kTableEntryBytes * n_used + 2 * kAlign);
-    // Code only where it saves >= 1%: a field that barely compresses (fp32 low mantissa bytes) decodes
-    // several times faster raw.
-    if (!(n > 0 && entropy_bits(counts[f], alphabet, n) + overhead_bits < 0.99 * raw_bits)) continue;
+    const uint64_t raw_bytes = raw_field_bytes(width, n_pad);
+    if (!field_worth_coding(n, n > 0 ? entropy_bits(counts[f], alphabet, n) : 0.0, uint32_t(n_used), raw_bytes))
+      continue;
     normalise(counts[f], alphabet, n, freq);
     CodedField& cf = coded[f];
     uint32_t c = 0, used = 0;
@@ -282,8 +280,7 @@ Encoded::Chunk encode_fields(const T* src, uint64_t n, const FieldLayout& fl, co
     if constexpr (sizeof(T) == 2) cf.n_words = k.rans16(fs, s.tables, cf.states, end);
     else cf.n_words = k.rans32(fs, s.tables, cf.states, end);
     cf.words = end - cf.n_words;
-    const double coded_bytes = kFieldHeaderBytes + align_up(kTableEntryBytes * used) + align_up(2 * cf.n_words);
-    if (coded_bytes < raw_bits / 8) coded_mask |= uint8_t(1u << f);
+    if (coded_field_bytes(used, cf.n_words) < raw_bytes) coded_mask |= uint8_t(1u << f);
   }
   return assemble(n, n_pad, fl, coded_mask, coded, [&](int f, uint8_t* dst) {
     const FieldSrc<T> fs{src, n, fl.shift[f], (1u << fl.width[f]) - 1};
@@ -319,7 +316,7 @@ Encoded::Chunk encode_chunk(const uint8_t* src, uint64_t begin, uint64_t n, cons
 
 std::vector<uint8_t> make_header(const EncodeParams& p, uint8_t mode, uint8_t flags, int keep_bits, uint64_t numel,
                                  const int64_t* shape, int ndim, uint32_t num_chunks) {
-  uint32_t header_bytes = uint32_t(align_up(kHeaderFixedBytes + 8 * uint64_t(ndim)));
+  uint32_t header_bytes = uint32_t(header_bytes_for(uint64_t(ndim)));
   std::vector<uint8_t> h(header_bytes, 0);
   put_u32(h.data(), kOffMagic, kMagic);
   put_u16(h.data(), kOffVersion, kVersion);
@@ -352,7 +349,7 @@ void check_params(const EncodeParams& p, int ndim, const DTypeInfo& d) {
     throw std::invalid_argument("nzdist: tensors of up to 16 dimensions are supported, got " + std::to_string(ndim));
   if (p.keep_bits < 0 || p.keep_bits > d.mant_bits)
     throw std::invalid_argument("nzdist: mantissa bits to keep must be in 0.." + std::to_string(d.mant_bits));
-  if (p.chunk_elems < 1024 || p.chunk_elems > (1u << 24) || p.chunk_elems % kLanes)
+  if (!chunk_elems_ok(p.chunk_elems))
     throw std::invalid_argument("nzdist: chunk_elems must be a multiple of 32 in 1024..16777216");
 }
 
@@ -420,8 +417,8 @@ std::unique_ptr<Encoded> encode(const void* src_v, uint64_t numel, const int64_t
     if (c < num_chunks) off += enc->chunks_[c].size;
   }
   const uint64_t coded_total = off;
-  const uint64_t raw_total = align_up(header_bytes + numel * elem_bytes);
-  if (lossless && raw_total <= coded_total) {  // incompressible or tiny: the raw layout is the payload
+  const uint64_t raw_total = raw_payload_bytes(header_bytes, numel, elem_bytes);
+  if (payload_stored_raw(lossless, raw_total, coded_total)) {
     enc->chunks_.clear();
     enc->head_ = make_header(p, kModeRaw, 0, p.keep_bits, numel, shape, ndim, 0);
     enc->raw_src_ = src;
@@ -459,8 +456,8 @@ uint64_t max_encoded_bytes(uint64_t numel, int ndim, const EncodeParams& params)
   const DTypeInfo d = dtype_info(p.dtype);
   if (p.keep_bits < 0) p.keep_bits = d.mant_bits;
   check_params(p, ndim, d);
-  const uint64_t header_bytes = align_up(kHeaderFixedBytes + 8 * uint64_t(ndim));
-  if (p.keep_bits == d.mant_bits && p.block_size == 0) return align_up(header_bytes + numel * (d.bits / 8));
+  const uint64_t header_bytes = header_bytes_for(uint64_t(ndim));
+  if (p.keep_bits == d.mant_bits && p.block_size == 0) return raw_payload_bytes(header_bytes, numel, d.bits / 8);
   // Lossy: every field of every chunk raw is the worst case (a field is coded only when that is smaller).
   const FieldLayout fl = field_layout(p.dtype, p.keep_bits);
   const uint64_t num_chunks = (numel + p.chunk_elems - 1) / p.chunk_elems;

@@ -7,7 +7,7 @@
 
 extern "C" {
 
-// Decode a batch: jobs_dev holds n_jobs nz::gpu::DecodeJob records (chunk.h; 64 bytes each) in device memory,
+// Decode a batch: jobs_dev holds n_jobs nz::gpu::DecodeJob records (records.h; 64 bytes each) in device memory,
 // total_items = sum of job_items(numel, grain). max_fields = largest field count of the batch's dtypes
 // (bf16/fp16: 2, fp32: 4). verify != 0 also checks every CRC (slower). Errors go to each job's error word.
 // variant: which decode kernel (0 .. nzg_decode_variant_count() - 1; csrc/cuda/NOTES.md), all bit-exact.
@@ -22,8 +22,7 @@ struct NzgEncodePlan {
   uint64_t num_chunks, slot_bytes;
   uint64_t norms_off, meta_off, offsets_off, status_off, staging_off, workspace_bytes;
 };
-// Status block at status_off (device, filled by nzg_encode_stage):
-//   u64 total_bytes | u64 header_bytes | u64 norm_bytes | u64 index_bytes | u32 mode | u32 err | u32 crc | u32 -
+// Status block at status_off (device, filled by nzg_encode_stage): nz::gpu::EncodeStatus (records.h).
 constexpr int kNzgStatusBytes = 48;
 
 // Returns 0, or -1 for parameters the CPU encoder would also reject.

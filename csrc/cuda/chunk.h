@@ -5,13 +5,16 @@
 // DeviceWarp; tests/cuda build host_sim.cpp, which runs it with HostWarp against the CPU codec's payloads.
 //
 // Byte-level results must equal the CPU codec (csrc/cpu/encode.cpp, decode.cpp); where the CPU's code is the
-// definition (normalise(), the raw-vs-coded rule, lane order of renormalisation words) the comments say so.
+// definition (normalise(), lane order of renormalisation words) the comments say so. Header checks, chunk sizes and
+// the raw-vs-coded rule are not copies: both codecs call csrc/validate.h.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
 
 #include "../format.h"
+#include "../validate.h"
+#include "records.h"
 #include "simt.h"
 
 #if !defined(__CUDA_ARCH__)
@@ -27,48 +30,7 @@
 namespace nz {
 namespace gpu {
 
-// Error bits, OR-ed into a payload's device error word. Nonzero = the payload is not what it claims to be.
-enum Err : uint32_t {
-  kErrHeader = 1,      // header malformed (magic, version, sizes, flags, shape)
-  kErrMismatch = 2,    // header's dtype / numel differ from what the caller said the payload holds
-  kErrIndex = 4,       // normaliser section or chunk index out of bounds / inconsistent
-  kErrChunk = 8,       // chunk header or layout inconsistent
-  kErrTable = 16,      // bad frequency table
-  kErrStream = 32,     // entropy-coded stream does not end where it should (corrupted words or states)
-  kErrNorm = 64,       // block normaliser outside [1, 2)
-  kErrCrc = 128,       // checksum mismatch (only checked when verifying)
-  kErrNanLossy = 256,  // encode: NaN input with Lossy(mantissa_bits=0)
-};
-
-// ---- little-endian loads/stores. Payloads start 16-byte aligned (the Python glue guarantees it) and every
-// multi-byte field sits at a multiple of its size inside them, so the device uses plain aligned accesses.
-NZ_HD uint16_t ld16(const uint8_t* p) {
-#if defined(__CUDA_ARCH__)
-  return *reinterpret_cast<const uint16_t*>(p);
-#else
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-#endif
-}
-NZ_HD uint32_t ld32(const uint8_t* p) {
-#if defined(__CUDA_ARCH__)
-  return *reinterpret_cast<const uint32_t*>(p);
-#else
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-#endif
-}
-NZ_HD uint64_t ld64(const uint8_t* p) {
-#if defined(__CUDA_ARCH__)
-  return *reinterpret_cast<const uint64_t*>(p);
-#else
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-  return v;
-#endif
-}
+// ---- little-endian stores (the loads are validate.h's), aligned on the device like the loads.
 NZ_HD void st16(uint8_t* p, uint32_t v) {
 #if defined(__CUDA_ARCH__)
   *reinterpret_cast<uint16_t*>(p) = uint16_t(v);
@@ -92,29 +54,7 @@ NZ_HD void st64(uint8_t* p, uint64_t v) {
 #endif
 }
 
-// Doubles without FMA contraction: the CPU build (-std=c++17, ISO mode) rounds every operation separately,
-// and the raw-vs-coded decision must come out the same.
-NZ_HD double dadd(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-NZ_HD double dsub(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dsub_rn(a, b);
-#else
-  return a - b;
-#endif
-}
-NZ_HD double dmul(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
+// dadd, dsub, dmul (validate.h): doubles without FMA contraction, so host and device round alike.
 NZ_HD double dlog2(double x) {
 #if defined(__CUDA_ARCH__)
   return ::log2(x);
@@ -179,55 +119,10 @@ NZ_HD uint32_t crc_piece(const uint8_t* p, uint64_t len, uint64_t after, const u
 }
 
 // ---- header ---------------------------------------------------------------------------------------------------
-struct Head {
-  uint8_t dtype, mode, keep, flags;
-  uint32_t header_bytes, chunk_elems, num_chunks, block_size;
-  uint64_t numel, total;
-};
-
-// The checks of the CPU's parse_header, except the header CRC (see header_crc_ok). Returns 0 or kErrHeader.
-NZ_HD uint32_t parse_head(const uint8_t* s, uint64_t len, Head& h) {
-  if (len < kHeaderFixedBytes) return kErrHeader;
-  if (ld32(s + kOffMagic) != kMagic || ld16(s + kOffVersion) != kVersion) return kErrHeader;
-  const uint32_t ndim = s[kOffNdim];
-  if (ndim > kMaxNdim) return kErrHeader;
-  h.header_bytes = ld16(s + kOffHeaderBytes);
-  if (h.header_bytes != align_up(kHeaderFixedBytes + 8 * uint64_t(ndim)) || len < h.header_bytes) return kErrHeader;
-  h.dtype = s[kOffDtype];
-  h.mode = s[kOffMode];
-  h.keep = s[kOffKeepBits];
-  h.flags = s[kOffFlags];
-  h.numel = ld64(s + kOffNumel);
-  h.chunk_elems = ld32(s + kOffChunkElems);
-  h.num_chunks = ld32(s + kOffNumChunks);
-  h.block_size = ld32(s + kOffBlockSize);
-  h.total = ld64(s + kOffTotalBytes);
-  const DTypeInfo d = dtype_info(h.dtype);
-  if (d.bits == 0 || h.keep > d.mant_bits) return kErrHeader;
-  if (h.flags & ~uint32_t(kFlagNormalized | kFlagLossy)) return kErrHeader;
-  if (!(h.flags & kFlagLossy) && (h.keep != d.mant_bits || (h.flags & kFlagNormalized))) return kErrHeader;
-  if (bool(h.flags & kFlagNormalized) != (h.block_size != 0)) return kErrHeader;
-  uint64_t prod = 1;
-  for (uint32_t i = 0; i < ndim; i++) {
-    uint64_t dim = ld64(s + kOffShape + 8 * i);
-    if (dim >> 63) return kErrHeader;
-    if (dim && prod > (uint64_t(1) << 62) / dim) return kErrHeader;
-    prod *= dim;
-  }
-  if (prod != h.numel) return kErrHeader;
-  if (h.total < h.header_bytes || len < h.total) return kErrHeader;
-  const uint64_t eb = uint64_t(d.bits / 8);
-  if (h.mode == kModeRaw) {
-    if (h.flags || h.num_chunks || h.chunk_elems) return kErrHeader;
-    if (h.numel > (h.total - h.header_bytes) / eb || h.total != align_up(h.header_bytes + h.numel * eb))
-      return kErrHeader;
-  } else if (h.mode == kModeCoded) {
-    if (s[kOffProbBits] != kProbBits) return kErrHeader;
-    if (h.chunk_elems < 1024 || h.chunk_elems > (1u << 24) || h.chunk_elems % kLanes) return kErrHeader;
-    if (h.num_chunks != (h.numel + h.chunk_elems - 1) / h.chunk_elems) return kErrHeader;
-  } else {
+// validate.h's header checks, except the header CRC (see header_crc). Returns 0 or kErrHeader.
+NZ_HD uint32_t parse_head(const uint8_t* s, uint64_t len, HeaderFields& h) {
+  if (check_header_extent(s, len, h) != kHeaderOk || check_header_fields(s, len, h, nullptr) != kHeaderOk)
     return kErrHeader;
-  }
   return 0;
 }
 
@@ -241,23 +136,7 @@ NZ_HD uint32_t header_crc(const uint8_t* s, uint32_t header_bytes, const uint32_
 }
 
 // ---- batched decode ---------------------------------------------------------------------------------------------
-// One payload of a batch, as the host describes it (64 bytes, built by nzdist/codec/cuda.py). The host knows
-// numel and dtype of every destination; the payload must agree or the item reports kErrMismatch. Work item i
-// of a payload covers elements [i*grain, (i+1)*grain): it decodes the chunks that start in that range (grain =
-// the payload's chunk_elems gives one chunk per item; any grain is correct, a wrong guess only costs speed).
-struct DecodeJob {
-  uint64_t src;         // payload (device address, 16-byte aligned)
-  uint64_t src_len;     // bytes readable at src (payloads may be followed by padding or the next payload)
-  uint64_t dst;         // destination elements (device address, element-aligned, contiguous)
-  uint64_t numel;
-  uint64_t first_item;  // prefix sum of work items over the batch
-  uint32_t grain;       // elements per work item
-  uint32_t dtype;       // nz::DType code the destination holds
-  uint64_t err;         // uint32 error word (device address), OR-ed with Err bits; 0 = none
-  uint64_t reserved;
-};
-static_assert(sizeof(DecodeJob) == 64, "DecodeJob is built by Python as 8 int64 per payload");
-
+// DecodeJob (records.h): one payload of a batch, as the host describes it.
 NZ_HD uint64_t job_items(uint64_t numel, uint32_t grain) { return numel == 0 ? 1 : (numel + grain - 1) / grain; }
 
 // Decode tables: one 2048-entry table per coded field, built by the warp from the chunk's frequency list with
@@ -613,7 +492,7 @@ NZ_HD void decode_item(const DecodeJob& job, uint64_t item, Tables& tables, cons
                        bool verify) {
   const uint8_t* src = reinterpret_cast<const uint8_t*>(job.src);
   uint32_t* err = reinterpret_cast<uint32_t*>(job.err);
-  Head h;
+  HeaderFields h;
   uint32_t e = parse_head(src, job.src_len, h);
   if (!e && (h.dtype != job.dtype || h.numel != job.numel)) e = kErrMismatch;
   if (!e && verify && item == 0 && header_crc(src, h.header_bytes, crc_table) != ld32(src + kOffHeaderCrc))
@@ -628,8 +507,8 @@ NZ_HD void decode_item(const DecodeJob& job, uint64_t item, Tables& tables, cons
   const uint64_t hi = lo + job.grain < h.numel ? lo + job.grain : h.numel;
   if (h.mode == kModeRaw) {
     if (verify && item == 0) {
-      uint32_t acc = crc_piece<W>(src + h.header_bytes, h.total - h.header_bytes, 0, crc_table);
-      if (crc_finish(acc, h.total - h.header_bytes) != ld32(src + kOffMetaCrc)) W::report(err, kErrCrc);
+      uint32_t acc = crc_piece<W>(src + h.header_bytes, h.total_bytes - h.header_bytes, 0, crc_table);
+      if (crc_finish(acc, h.total_bytes - h.header_bytes) != ld32(src + kOffMetaCrc)) W::report(err, kErrCrc);
     }
     const uint8_t* from = src + h.header_bytes;
     uint8_t* to = reinterpret_cast<uint8_t*>(job.dst);
@@ -650,20 +529,20 @@ NZ_HD void decode_item(const DecodeJob& job, uint64_t item, Tables& tables, cons
   const uint8_t* norms = nullptr;
   if (h.flags & kFlagNormalized) {
     const uint64_t nblocks = (h.numel + h.block_size - 1) / h.block_size;
-    if (nblocks > (h.total - off) / 4) {
+    if (nblocks > (h.total_bytes - off) / 4) {
       if (item == 0) W::report(err, kErrIndex);
       return;
     }
     norms = src + off;
     off += align_up(4 * nblocks);
   }
-  if (off > h.total || uint64_t(h.num_chunks) + 1 > (h.total - off) / 8) {
+  if (off > h.total_bytes || uint64_t(h.num_chunks) + 1 > (h.total_bytes - off) / 8) {
     if (item == 0) W::report(err, kErrIndex);
     return;
   }
   const uint8_t* index = src + off;
   off += align_up(8 * (uint64_t(h.num_chunks) + 1));
-  if (off > h.total) {
+  if (off > h.total_bytes) {
     if (item == 0) W::report(err, kErrIndex);
     return;
   }
@@ -672,7 +551,7 @@ NZ_HD void decode_item(const DecodeJob& job, uint64_t item, Tables& tables, cons
     uint32_t acc = crc_piece<W>(src + h.header_bytes, index_end - h.header_bytes, 0, crc_table);
     if (crc_finish(acc, index_end - h.header_bytes) != ld32(src + kOffMetaCrc)) W::report(err, kErrCrc);
   }
-  const PayloadCtx px{reinterpret_cast<uint8_t*>(job.dst), h.dtype, int(h.keep), h.block_size,
+  const PayloadCtx px{reinterpret_cast<uint8_t*>(job.dst), h.dtype, int(h.keep_bits), h.block_size,
                       bool(h.flags & kFlagNormalized)};
   const uint64_t ce = h.chunk_elems;
   const uint64_t c_lo = (lo + ce - 1) / ce;
@@ -680,7 +559,7 @@ NZ_HD void decode_item(const DecodeJob& job, uint64_t item, Tables& tables, cons
   if (c_hi > h.num_chunks) c_hi = h.num_chunks;
   for (uint64_t c = c_lo; c < c_hi; c++) {
     const uint64_t start = ld64(index + 8 * c), end = ld64(index + 8 * (c + 1));
-    if ((c == 0 && start != index_end) || start < index_end || start % kAlign || end % kAlign || end > h.total ||
+    if ((c == 0 && start != index_end) || start < index_end || start % kAlign || end % kAlign || end > h.total_bytes ||
         end < start + kChunkHeaderBytes) {
       W::report(err, kErrIndex);
       continue;
@@ -743,7 +622,7 @@ inline bool make_encode_cfg(uint64_t numel, const int64_t* shape, int ndim, int 
                             uint32_t block_size, uint32_t chunk_elems, EncodeCfg& cfg) {
   const DTypeInfo d = dtype_info(uint8_t(dtype));
   if (d.bits == 0 || ndim < 0 || ndim > int(kMaxNdim) || keep < 0 || keep > d.mant_bits) return false;
-  if (chunk_elems < 1024 || chunk_elems > (1u << 24) || chunk_elems % kLanes) return false;
+  if (!chunk_elems_ok(chunk_elems)) return false;
   cfg = EncodeCfg{};
   cfg.numel = numel;
   cfg.chunk_elems = chunk_elems;
@@ -853,10 +732,8 @@ NZ_HD void encode_chunk(const EncodeCfg& cfg, const uint8_t* src, const float* n
         used &= used - 1;
       }
     }
-    const double raw_bits = double(raw_bytes) * 8;
-    const double overhead_bits = 8.0 * double(kFieldHeaderBytes + kTableEntryBytes * n_used + 2 * kAlign);
     bool coded = false;
-    if (n > 0 && dadd(bits, overhead_bits) < dmul(0.99, raw_bits)) {
+    if (field_worth_coding(n, bits, n_used, raw_bytes)) {
       // normalise(): identical integer arithmetic, parallel over symbols.
       typename W::template Reg<uint32_t> part, bestv, besti;
       W::each([&](int l) {
@@ -956,9 +833,7 @@ NZ_HD void encode_chunk(const EncodeCfg& cfg, const uint8_t* src, const float* n
           });
           written += cnt;
         }
-        const uint64_t coded_bytes =
-            kFieldHeaderBytes + align_up(uint64_t(kTableEntryBytes) * n_used) + align_up(2 * uint64_t(written));
-        if (!over && coded_bytes < raw_bytes) {
+        if (!over && coded_field_bytes(n_used, written) < raw_bytes) {
           coded = true;
           coded_mask |= 1u << f;
           tail -= 2 * written;
@@ -1104,12 +979,12 @@ struct Layout {
 NZ_HD Layout plan_layout(const EncodeCfg& cfg, uint64_t sum_chunk_bytes) {
   Layout L;
   const DTypeInfo d = dtype_info(cfg.dtype);
-  L.header_bytes = align_up(kHeaderFixedBytes + 8 * uint64_t(cfg.ndim));
+  L.header_bytes = header_bytes_for(cfg.ndim);
   L.norm_bytes = cfg.block_size ? align_up(4 * ((cfg.numel + cfg.block_size - 1) / cfg.block_size)) : 0;
   L.index_bytes = align_up(8 * (cfg.num_chunks + 1));
   L.coded_total = L.header_bytes + L.norm_bytes + L.index_bytes + sum_chunk_bytes;
-  L.raw_total = align_up(L.header_bytes + cfg.numel * uint64_t(d.bits / 8));
-  const bool raw = cfg.lossless && L.raw_total <= L.coded_total;
+  L.raw_total = raw_payload_bytes(L.header_bytes, cfg.numel, uint64_t(d.bits / 8));
+  const bool raw = payload_stored_raw(cfg.lossless, L.raw_total, L.coded_total);
   L.mode = raw ? kModeRaw : kModeCoded;
   L.total = raw ? L.raw_total : L.coded_total;
   return L;

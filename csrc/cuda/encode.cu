@@ -11,11 +11,7 @@ namespace nz {
 namespace gpu {
 namespace {
 
-struct EncodeStatus {  // mirrors the status block documented in api.h
-  uint64_t total, header_bytes, norm_bytes, index_bytes;
-  uint32_t mode, err, crc, pad;
-};
-static_assert(sizeof(EncodeStatus) == kNzgStatusBytes, "status block layout");
+static_assert(sizeof(EncodeStatus) == kNzgStatusBytes, "status block layout (records.h)");
 
 constexpr int kEncodeWarps = 4;
 constexpr int kScanThreads = 1024;

@@ -10,30 +10,27 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import _C
+from .dtypes import MANTISSA_BITS, dtype_code
+
 # Elements per independently decodable chunk for bf16 and fp32. 64 Ki elements keeps per-chunk overhead (lane
 # states, tables) near 0.05 bit/element while a 1 GiB bf16 tensor still yields 8192 chunks, one per GPU warp.
 # fp16 defaults to 128 Ki (its tables cost more per element): a config whose chunk_elems is None takes the
 # dtype's default, csrc/format.h default_chunk_elems().
 DEFAULT_CHUNK_ELEMS = 1 << 16
 
-MANTISSA_BITS = {torch.bfloat16: 7, torch.float16: 10, torch.float32: 23}
-
 
 def default_chunk_elems(dtype: torch.dtype) -> int:
     """Elements per chunk when a codec config leaves ``chunk_elems`` unset (64 Ki; 128 Ki for fp16)."""
-    from .. import _C
-    from .dtypes import dtype_code
-
     return _C.default_chunk_elems(dtype_code(dtype))
 
 
 def _check_chunk_elems(chunk_elems: int | None) -> None:
     if chunk_elems is None:
         return
-    if not isinstance(chunk_elems, int) or chunk_elems < 1024 or chunk_elems > (1 << 24) or chunk_elems % 32:
-        raise ValueError(
-            f"chunk_elems must be a multiple of 32 between 1024 and 16777216, got {chunk_elems!r}"
-        )
+    lo, hi, lanes = _C.MIN_CHUNK_ELEMS, _C.MAX_CHUNK_ELEMS, _C.LANES  # csrc/validate.h: chunk_elems_ok
+    if not isinstance(chunk_elems, int) or chunk_elems < lo or chunk_elems > hi or chunk_elems % lanes:
+        raise ValueError(f"chunk_elems must be a multiple of {lanes} between {lo} and {hi}, got {chunk_elems!r}")
 
 
 @dataclass(frozen=True)

@@ -17,18 +17,18 @@ from collections.abc import Sequence
 
 import torch
 
-from .config import DEFAULT_CHUNK_ELEMS, MANTISSA_BITS
-from .dtypes import dtype_code
+from .. import _C
+from .config import DEFAULT_CHUNK_ELEMS
+from .dtypes import MANTISSA_BITS, MAX_FIELDS, dtype_code
 from .errors import FormatError
 
-# Fields per element when lossless (the most a payload of that dtype can have): decode tables per warp.
-_MAX_FIELDS = {torch.bfloat16: 2, torch.float16: 2, torch.float32: 4}
-_JOB_WORDS = 8  # nz::gpu::DecodeJob, csrc/cuda/chunk.h
-_ERROR_BITS = {1: "malformed header", 2: "header disagrees with the destination's dtype/size",
-               4: "normaliser section or chunk index out of bounds", 8: "chunk layout inconsistent",
-               16: "bad frequency table", 32: "entropy-coded stream corrupted", 64: "block normaliser out of range",
-               128: "checksum mismatch"}
-_NAN_LOSSY = 256
+# The device error word's bits are the extension's (csrc/validate.h: Err, by name); these are their words.
+_ERROR_TEXT = {"header": "malformed header", "mismatch": "header disagrees with the destination's dtype/size",
+               "index": "normaliser section or chunk index out of bounds", "chunk": "chunk layout inconsistent",
+               "table": "bad frequency table", "stream": "entropy-coded stream corrupted",
+               "norm": "block normaliser out of range", "crc": "checksum mismatch"}
+_ERROR_BITS = {_C.ERROR_BITS[name]: text for name, text in _ERROR_TEXT.items()}
+_NAN_LOSSY = _C.ERROR_BITS["nan_lossy"]
 
 try:
     from .. import _cuda as _ext
@@ -37,6 +37,25 @@ try:
 except ImportError as e:  # built without CUDA
     _ext = None
     _IMPORT_ERROR = str(e)
+
+
+def pack_decode_jobs(jobs: Sequence[dict[str, int]]) -> torch.Tensor:
+    """The decode kernels' job table (csrc/cuda/records.h: DecodeJob) as a CPU uint8 tensor, one record per dict
+    of field name -> value (fields not named are 0), laid out by the extension's own offsets (``_C.DECODE_JOB``).
+    Needs no GPU: the host simulation of the kernels (tests/cuda) reads the same table."""
+    size = _C.DECODE_JOB_BYTES
+    buf = bytearray(size * len(jobs))
+    for i, job in enumerate(jobs):
+        for name, value in job.items():
+            off, width = _C.DECODE_JOB[name]
+            buf[i * size + off:i * size + off + width] = int(value).to_bytes(width, "little")
+    return torch.frombuffer(buf, dtype=torch.uint8).clone() if buf else torch.zeros(0, dtype=torch.uint8)
+
+
+def _status_field(status: bytes, name: str) -> int:
+    """A field of the encoder's status block (csrc/cuda/records.h: EncodeStatus), by the extension's offsets."""
+    off, width = _C.ENCODE_STATUS[name]
+    return int.from_bytes(status[off:off + width], "little")
 
 
 def unavailable_reason() -> str | None:
@@ -145,16 +164,18 @@ class EncodePlan:
         """The one synchronisation: every payload's size and error bits (api.h: the status block)."""
         if not self.jobs:
             return []
-        status = torch.stack([ws[p["status_off"]:p["status_off"] + _ext.STATUS_BYTES].to(self.jobs[0][0].device)
+        n = _C.ENCODE_STATUS_BYTES
+        status = torch.stack([ws[p["status_off"]:p["status_off"] + n].to(self.jobs[0][0].device)
                               for _, _, _, p, ws in self.jobs]).cpu()
         totals = []
         for i in range(len(self.jobs)):
-            err = int(status[i, 36:40].view(torch.int32).item())
+            block = status[i].numpy().tobytes()
+            err = _status_field(block, "err")
             if err & _NAN_LOSSY:
                 raise ValueError("nzdist: NaN cannot be stored with Lossy(mantissa_bits=0); use mantissa_bits >= 1")
             if err:
                 raise RuntimeError(f"nzdist CUDA encode failed (error bits {err:#x})")
-            totals.append(int(status[i, :8].view(torch.int64).item()))
+            totals.append(_status_field(block, "total"))
         self.totals = totals
         return totals
 
@@ -253,12 +274,13 @@ class DecodePlan:
                 if g <= 0:
                     raise ValueError(f"chunk_elems must be positive, got {g}")
                 items = 1 if t.numel() == 0 else -(-t.numel() // g)
-                rows.append([p.data_ptr(), p.numel(), t.data_ptr(), t.numel(), first,
-                             g | (dtype_code(t.dtype) << 32), self.errors.data_ptr() + 4 * i, 0])
+                rows.append({"src": p.data_ptr(), "src_len": p.numel(), "dst": t.data_ptr(), "numel": t.numel(),
+                             "first_item": first, "grain": g, "dtype": dtype_code(t.dtype),
+                             "err": self.errors.data_ptr() + 4 * i})
                 first += items
             self.total_items = first
-            self.jobs = torch.tensor(rows, dtype=torch.int64).pin_memory().to(device, non_blocking=True)
-            self.max_fields = max(_MAX_FIELDS[t.dtype] for t in targets)
+            self.jobs = pack_decode_jobs(rows).pin_memory().to(device, non_blocking=True)
+            self.max_fields = max(MAX_FIELDS[t.dtype] for t in targets)
 
     def launch(self) -> torch.Tensor:
         """Enqueue the decode on the current stream; returns the per-payload int32 error words (device)."""

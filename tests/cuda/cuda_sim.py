@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
-from nzdist.codec.dtypes import dtype_code
+from nzdist.codec.cuda import pack_decode_jobs
+from nzdist.codec.dtypes import MANTISSA_BITS as FULL_MANTISSA
+from nzdist.codec.dtypes import MAX_FIELDS, dtype_code
 
 ROOT = Path(__file__).resolve().parents[2]
 CUDA_SRC = ROOT / "csrc" / "cuda"
-FULL_MANTISSA = {torch.bfloat16: 7, torch.float16: 10, torch.float32: 23}
-MAX_FIELDS = {torch.bfloat16: 2, torch.float16: 2, torch.float32: 4}
 
 
 def asan_runtime() -> str | None:
@@ -44,7 +44,8 @@ def build(extra: tuple[str, ...] = (), tag: str = "") -> ctypes.CDLL:
     cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if cxx is None:
         raise RuntimeError("no C++ compiler found to build csrc/cuda/host_sim.cpp")
-    sources = [CUDA_SRC / "host_sim.cpp", CUDA_SRC / "chunk.h", CUDA_SRC / "simt.h", ROOT / "csrc" / "format.h"]
+    sources = [CUDA_SRC / "host_sim.cpp", CUDA_SRC / "chunk.h", CUDA_SRC / "simt.h", CUDA_SRC / "records.h",
+               ROOT / "csrc" / "format.h", ROOT / "csrc" / "validate.h"]
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources) + " ".join(extra).encode()).hexdigest()[:16]
     lib = Path(tempfile.gettempdir()) / f"nzdist_host_sim_{tag}{digest}.so"
     if not lib.exists():
@@ -94,15 +95,16 @@ class Sim:
         variant = self.variant if variant is None else variant
         n = len(payloads)
         errs = torch.zeros(n, dtype=torch.int32)
-        jobs = torch.zeros(n, 8, dtype=torch.int64)
-        first = 0
+        rows, first = [], 0
         for i, (p, o) in enumerate(zip(payloads, outs)):
             grain = (grains[i] if grains else 1 << 16)
             items = 1 if o.numel() == 0 else -(-o.numel() // grain)
             length = p.numel() if src_lens is None else src_lens[i]
-            jobs[i] = torch.tensor([p.data_ptr(), length, o.data_ptr(), o.numel(), first,
-                                    grain | (dtype_code(o.dtype) << 32), errs.data_ptr() + 4 * i, 0])
+            rows.append({"src": p.data_ptr(), "src_len": length, "dst": o.data_ptr(), "numel": o.numel(),
+                         "first_item": first, "grain": grain, "dtype": dtype_code(o.dtype),
+                         "err": errs.data_ptr() + 4 * i})
             first += items
+        jobs = pack_decode_jobs(rows)
         max_fields = max((MAX_FIELDS[o.dtype] for o in outs), default=2)
         self.so.nzsim_decode_batch(jobs.data_ptr(), n, max_fields, int(verify), VARIANTS[variant])
         return errs
