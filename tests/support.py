@@ -52,30 +52,61 @@ def emit(result: dict) -> None:
             json.dump({"ranks": ranks, "ok": all(r.get("ok", True) for r in ranks)}, f, indent=1)
 
 
-def torchrun(script: Path, nproc: int, args: list[str], tmp_path: Path, *, timeout: int = 240,
-             env: dict | None = None, launcher: list[str] | None = None) -> dict:
-    """Run ``script`` on ``nproc`` real processes (torchrun --standalone unless ``launcher`` is given); the
-    script writes its JSON result to $NZ_RESULT, which is returned. A hang fails the test, never the CI job."""
+def launch(script: Path, nproc: int, args: list[str], *, timeout: int = 240, env: dict | None = None,
+           launcher: list[str] | None = None, check: bool = False) -> subprocess.CompletedProcess:
+    """Start ``script`` on ``nproc`` real processes (torchrun --standalone unless ``launcher`` is given), with
+    one OpenMP thread per rank and the checkout, tests/ and the script's folder importable. A hang fails the
+    test, never the CI job; ``check`` also fails it on a non-zero exit."""
     import pytest
 
-    result = tmp_path / f"{script.stem}.{nproc}.json"
-    full_env = {**os.environ, "NZ_RESULT": str(result), "OMP_NUM_THREADS": "1",
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1",
                 "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS), str(script.parent),
                                                os.environ.get("PYTHONPATH", "")]),
                 **(env or {})}
     launcher = launcher or [sys.executable, "-m", "torch.distributed.run", "--standalone",
                             f"--nproc_per_node={nproc}"]
-    cmd = [*launcher, str(script), *args]
     try:
-        proc = subprocess.run(cmd, env=full_env, cwd=script.parent, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run([*launcher, str(script), *args], env=full_env, cwd=script.parent, capture_output=True,
+                              text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"{script.name} hung for {timeout}s:\n{(e.stderr or b'')[-3000:]}")
+    if check and proc.returncode != 0:
+        pytest.fail(f"{script.name} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def torchrun(script: Path, nproc: int, args: list[str], tmp_path: Path, *, timeout: int = 240,
+             env: dict | None = None, launcher: list[str] | None = None) -> dict:
+    """:func:`launch` a script that writes its JSON result to $NZ_RESULT (see :func:`emit`); returns it, with
+    the exit status and the end of stderr."""
+    import pytest
+
+    result = tmp_path / f"{script.stem}.{nproc}.json"
+    proc = launch(script, nproc, args, timeout=timeout, env={"NZ_RESULT": str(result), **(env or {})},
+                  launcher=launcher)
     if not result.exists():
         pytest.fail(f"{script.name} wrote no result (rc {proc.returncode}):\n{proc.stderr[-5000:]}")
     out = json.loads(result.read_text())
     out["returncode"] = proc.returncode
     out["stderr_tail"] = proc.stderr[-3000:]
     return out
+
+
+def assert_bit_equal(a, b, where: str = "") -> None:
+    """``a`` and ``b`` hold the same structure (dicts, lists, tuples) and tensors equal in every bit."""
+    if isinstance(b, dict):
+        assert isinstance(a, dict) and a.keys() == b.keys(), where
+        for k in b:
+            assert_bit_equal(a[k], b[k], f"{where}.{k}")
+    elif isinstance(b, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_bit_equal(x, y, f"{where}[{i}]")
+    elif isinstance(b, torch.Tensor):
+        assert a.dtype == b.dtype and a.shape == b.shape, where
+        assert not same_bits({"t": a}, {"t": b}), where
+    else:
+        assert a == b, where
 
 
 # -- tiny Hugging Face models and data for the launched scripts (random init; nothing is fetched) -----------------

@@ -6,6 +6,7 @@ import sys
 import torch
 
 from nzdist.teardown import comm_threads, end_distributed
+from support import assert_bit_equal  # noqa: F401 - the checkpoint tests import it from here
 
 
 def end_worker() -> None:
@@ -18,27 +19,6 @@ def end_worker() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
-
-
-def bits(t: torch.Tensor) -> torch.Tensor:
-    t = t.contiguous()
-    return t.view(-1).view(torch.uint8) if t.numel() else t.view(-1).to(torch.uint8)
-
-
-def assert_bit_equal(a, b, where=""):
-    if isinstance(b, dict):
-        assert isinstance(a, dict) and a.keys() == b.keys(), where
-        for k in b:
-            assert_bit_equal(a[k], b[k], f"{where}.{k}")
-    elif isinstance(b, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_bit_equal(x, y, f"{where}[{i}]")
-    elif isinstance(b, torch.Tensor):
-        assert a.dtype == b.dtype and a.shape == b.shape, where
-        assert torch.equal(bits(a), bits(b)), where
-    else:
-        assert a == b, where
 
 
 def tiny_training_state(dtype=torch.float32, steps=3, seed=0):

@@ -2,11 +2,10 @@
 loads bit-identically; in-process: round trip of a DeepSpeed-like tree, and corrupted/truncated files."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+import support
 import torch
 
 pytest.importorskip("deepspeed")
@@ -19,12 +18,8 @@ HERE = Path(__file__).parent
 
 
 def test_zero3_engine_save_load_bit_identical(tmp_path):
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "NZDIST_NUM_THREADS": "1",
-           "PYTHONPATH": str(HERE.parent.parent)}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(HERE / "ds_worker.py"), str(tmp_path)], capture_output=True, text=True,
-                          timeout=300, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    proc = support.launch(HERE / "ds_worker.py", 2, [str(tmp_path)], timeout=300, check=True,
+                          env={"DS_ACCELERATOR": "cpu", "NZDIST_NUM_THREADS": "1"})
     assert "OK 4 files in nzdist format" in proc.stdout
 
 
