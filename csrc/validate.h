@@ -194,6 +194,36 @@ NZ_HD HeaderCheck check_header_fields(const uint8_t* s, uint64_t len, HeaderFiel
   return kHeaderOk;
 }
 
+// ---- sections of a coded payload ---------------------------------------------------------------------------------
+// Where the sections after a coded payload's header sit: block normalisers (when normalised), the chunk index
+// (num_chunks + 1 u64 offsets), then the chunks.
+struct Sections {
+  uint64_t nblocks;     // block normalisers (0 when not normalised)
+  uint64_t norms_off;   // valid when normalised
+  uint64_t index_off;
+  uint64_t chunks_off;  // end of the index: the first chunk's offset
+};
+enum SectionCheck : int { kSectionsOk = 0, kSectionNorms, kSectionIndex };  // which section runs past the end
+
+// For a header that passed check_header_fields with mode kModeCoded.
+NZ_HD SectionCheck check_sections(const HeaderFields& h, Sections& sec) {
+  uint64_t off = h.header_bytes;
+  sec.nblocks = 0;
+  sec.norms_off = 0;
+  if (h.flags & kFlagNormalized) {
+    sec.nblocks = (h.numel + h.block_size - 1) / h.block_size;
+    if (sec.nblocks > (h.total_bytes - off) / 4) return kSectionNorms;
+    sec.norms_off = off;
+    off += align_up(4 * sec.nblocks);
+  }
+  if (off > h.total_bytes || uint64_t(h.num_chunks) + 1 > (h.total_bytes - off) / 8) return kSectionIndex;
+  sec.index_off = off;
+  off += align_up(8 * (uint64_t(h.num_chunks) + 1));
+  if (off > h.total_bytes) return kSectionIndex;
+  sec.chunks_off = off;
+  return kSectionsOk;
+}
+
 // ---- the GPU's error bits, OR-ed into a payload's device error word (nonzero = the payload is not what it claims
 // to be). Here rather than in csrc/cuda so that nzdist._C, always built, can name them to Python.
 enum Err : uint32_t {

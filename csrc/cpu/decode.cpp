@@ -39,18 +39,15 @@ Prepared prepare(const uint8_t* src, uint64_t len, void* dst, uint64_t dst_bytes
       fail("checksum mismatch in raw data");
     return p;
   }
-  uint64_t off = h.header_bytes;
-  if (h.flags & kFlagNormalized) {
-    uint64_t nblocks = (h.numel + h.block_size - 1) / h.block_size;
-    if (nblocks > (h.total_bytes - off) / 4) fail("normaliser section runs past the end");
-    p.norms = src + off;
-    off += align_up(4 * nblocks);
+  Sections sec;
+  switch (check_sections(h, sec)) {
+    case kSectionNorms: fail("normaliser section runs past the end");
+    case kSectionIndex: fail("chunk index runs past the end");
+    case kSectionsOk: break;
   }
-  if (uint64_t(h.num_chunks) + 1 > (h.total_bytes - std::min(off, h.total_bytes)) / 8)
-    fail("chunk index runs past the end");
-  p.index = src + off;
-  off += align_up(8 * (uint64_t(h.num_chunks) + 1));
-  if (off > h.total_bytes) fail("chunk index runs past the end");
+  if (h.flags & kFlagNormalized) p.norms = src + sec.norms_off;
+  p.index = src + sec.index_off;
+  const uint64_t off = sec.chunks_off;
   if (crc32c(src + h.header_bytes, off - h.header_bytes) != get_u32(src, kOffMetaCrc))
     fail("checksum mismatch in normalisers or chunk index");
   uint64_t prev = off;
@@ -62,8 +59,7 @@ Prepared prepare(const uint8_t* src, uint64_t len, void* dst, uint64_t dst_bytes
   }
   if (prev != h.total_bytes) fail("chunk index does not end at the payload's end");
   if (p.norms) {
-    uint64_t nblocks = (h.numel + h.block_size - 1) / h.block_size;
-    for (uint64_t b = 0; b < nblocks; b++) {
+    for (uint64_t b = 0; b < sec.nblocks; b++) {
       float s = bits_f32(get_u32(p.norms, 4 * b));
       if (!(s >= 1.f && s < 2.f)) fail("block normaliser out of range");
     }

@@ -525,28 +525,14 @@ NZ_HD void decode_item(const DecodeJob& job, uint64_t item, Tables& tables, cons
     return;
   }
   // Coded: normalisers and chunk index must lie inside the payload.
-  uint64_t off = h.header_bytes;
-  const uint8_t* norms = nullptr;
-  if (h.flags & kFlagNormalized) {
-    const uint64_t nblocks = (h.numel + h.block_size - 1) / h.block_size;
-    if (nblocks > (h.total_bytes - off) / 4) {
-      if (item == 0) W::report(err, kErrIndex);
-      return;
-    }
-    norms = src + off;
-    off += align_up(4 * nblocks);
-  }
-  if (off > h.total_bytes || uint64_t(h.num_chunks) + 1 > (h.total_bytes - off) / 8) {
+  Sections sec;
+  if (check_sections(h, sec) != kSectionsOk) {
     if (item == 0) W::report(err, kErrIndex);
     return;
   }
-  const uint8_t* index = src + off;
-  off += align_up(8 * (uint64_t(h.num_chunks) + 1));
-  if (off > h.total_bytes) {
-    if (item == 0) W::report(err, kErrIndex);
-    return;
-  }
-  const uint64_t index_end = off;
+  const uint8_t* norms = (h.flags & kFlagNormalized) ? src + sec.norms_off : nullptr;
+  const uint8_t* index = src + sec.index_off;
+  const uint64_t index_end = sec.chunks_off;
   if (verify && item == 0) {
     uint32_t acc = crc_piece<W>(src + h.header_bytes, index_end - h.header_bytes, 0, crc_table);
     if (crc_finish(acc, index_end - h.header_bytes) != ld32(src + kOffMetaCrc)) W::report(err, kErrCrc);
