@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 
 from nzdist.accounting import record_all_gather
+from nzdist.codec.dtypes import DTYPE_CODES
 
 from .slot import SLOT_HEADER_BYTES, ShardMismatchError
 
@@ -41,13 +42,12 @@ _SLACK = 64  # bytes: per-chunk headers of the codec may grow by a few bytes wit
 # nothing and grows once trained; below half of raw size its capacity is raised to what trained weights of the
 # dtype need (bf16 ~10.6 of 16 bits, fp32 ~27 of 32; ANCHORS section 1) plus headroom.
 _TRAINED_FRACTION = {torch.bfloat16: 0.72, torch.float16: 0.88, torch.float32: 0.88}
-_DTYPE_CODES = {torch.bfloat16: 1, torch.float16: 2, torch.float32: 3}
 
 
 def agree_capacity(*, payload_bytes: int, padded_numel: int, dtype: torch.dtype, headroom: float,
                    trainable: bool, group, device: torch.device, name: str) -> int:
     """Slot capacity in bytes, identical on every rank of ``group``."""
-    code = _DTYPE_CODES.get(dtype, 0)
+    code = DTYPE_CODES.get(dtype, 0)
     vec = torch.tensor([payload_bytes, padded_numel, -padded_numel, code, -code], dtype=torch.int64, device=device)
     dist.all_reduce(vec, op=dist.ReduceOp.MAX, group=group)
     max_payload, numel_max, numel_min, code_max, code_min = (int(v) for v in vec.cpu().tolist())
