@@ -14,33 +14,19 @@ namespace nz {
 // ---- little-endian loads. Payloads start 16-byte aligned on the device (the Python glue guarantees it) and
 // every multi-byte field sits at a multiple of its size inside them, so the device uses plain aligned accesses;
 // the host reads any alignment.
-NZ_HD uint16_t ld16(const uint8_t* p) {
+template <class T>
+NZ_HD T load_le(const uint8_t* p) {
 #if defined(__CUDA_ARCH__)
-  return *reinterpret_cast<const uint16_t*>(p);
+  return *reinterpret_cast<const T*>(p);
 #else
-  uint16_t v;
-  std::memcpy(&v, p, 2);
+  T v;
+  std::memcpy(&v, p, sizeof(T));
   return v;
 #endif
 }
-NZ_HD uint32_t ld32(const uint8_t* p) {
-#if defined(__CUDA_ARCH__)
-  return *reinterpret_cast<const uint32_t*>(p);
-#else
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-#endif
-}
-NZ_HD uint64_t ld64(const uint8_t* p) {
-#if defined(__CUDA_ARCH__)
-  return *reinterpret_cast<const uint64_t*>(p);
-#else
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-  return v;
-#endif
-}
+NZ_HD uint16_t ld16(const uint8_t* p) { return load_le<uint16_t>(p); }
+NZ_HD uint32_t ld32(const uint8_t* p) { return load_le<uint32_t>(p); }
+NZ_HD uint64_t ld64(const uint8_t* p) { return load_le<uint64_t>(p); }
 
 // Doubles without FMA contraction: the CPU build (-std=c++17, ISO mode) rounds every operation separately,
 // and the raw-vs-coded decision must come out the same on both.

@@ -31,28 +31,17 @@ namespace nz {
 namespace gpu {
 
 // ---- little-endian stores (the loads are validate.h's), aligned on the device like the loads.
-NZ_HD void st16(uint8_t* p, uint32_t v) {
+template <class T>
+NZ_HD void store_le(uint8_t* p, T v) {
 #if defined(__CUDA_ARCH__)
-  *reinterpret_cast<uint16_t*>(p) = uint16_t(v);
+  *reinterpret_cast<T*>(p) = v;
 #else
-  uint16_t x = uint16_t(v);
-  std::memcpy(p, &x, 2);
+  std::memcpy(p, &v, sizeof(T));
 #endif
 }
-NZ_HD void st32(uint8_t* p, uint32_t v) {
-#if defined(__CUDA_ARCH__)
-  *reinterpret_cast<uint32_t*>(p) = v;
-#else
-  std::memcpy(p, &v, 4);
-#endif
-}
-NZ_HD void st64(uint8_t* p, uint64_t v) {
-#if defined(__CUDA_ARCH__)
-  *reinterpret_cast<uint64_t*>(p) = v;
-#else
-  std::memcpy(p, &v, 8);
-#endif
-}
+NZ_HD void st16(uint8_t* p, uint32_t v) { store_le(p, uint16_t(v)); }
+NZ_HD void st32(uint8_t* p, uint32_t v) { store_le(p, v); }
+NZ_HD void st64(uint8_t* p, uint64_t v) { store_le(p, v); }
 
 // dadd, dsub, dmul (validate.h): doubles without FMA contraction, so host and device round alike.
 NZ_HD double dlog2(double x) {
