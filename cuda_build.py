@@ -30,8 +30,12 @@ def nvcc_path() -> str:
 
 def cuda_lib_dir() -> Path:
     """The toolkit's library folder holding libcudart_static.a (CUDA_HOME, nvcc's install, /usr/local/cuda)."""
-    homes = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"),
-             str(Path(os.path.realpath(nvcc_path())).parent.parent), "/usr/local/cuda"]
+    homes = [
+        os.environ.get("CUDA_HOME"),
+        os.environ.get("CUDA_PATH"),
+        str(Path(os.path.realpath(nvcc_path())).parent.parent),
+        "/usr/local/cuda",
+    ]
     for home in filter(None, homes):
         for sub in ("lib64", "lib", "targets/x86_64-linux/lib", "targets/sbsa-linux/lib"):
             if (Path(home) / sub / "libcudart_static.a").exists():
@@ -51,8 +55,19 @@ def gencode_flags() -> list[str]:
 def nvcc_command(source: str, output: str) -> list[str]:
     # No --use_fast_math: the decoder's lossy path needs IEEE division/multiplication and denormals (bit-exact
     # with the CPU codec).
-    return [nvcc_path(), "-std=c++17", "-O3", "-c", "-Xcompiler", "-fPIC", *gencode_flags(), "-Icsrc",
-            "-o", output, source]
+    return [
+        nvcc_path(),
+        "-std=c++17",
+        "-O3",
+        "-c",
+        "-Xcompiler",
+        "-fPIC",
+        *gencode_flags(),
+        "-Icsrc",
+        "-o",
+        output,
+        source,
+    ]
 
 
 def cuda_extension() -> Pybind11Extension:

@@ -44,8 +44,14 @@ def cuda_wanted() -> bool:
 # The codec's sources compile in parallel, one per core (NZDIST_BUILD_JOBS caps it).
 ParallelCompile("NZDIST_BUILD_JOBS").install()
 
-ext_modules = [Pybind11Extension("nzdist._C", CPU_SOURCES, cxx_std=17, extra_compile_args=cpu_flags(),
-                                 include_dirs=["csrc"])]
+# Headers count as dependencies: setuptools otherwise rebuilds only when a .cpp changes, and a change to
+# format.h or validate.h alone would leave a stale extension.
+HEADERS = sorted(str(p) for p in Path("csrc").rglob("*.h"))
+ext_modules = [
+    Pybind11Extension(
+        "nzdist._C", CPU_SOURCES, cxx_std=17, extra_compile_args=cpu_flags(), include_dirs=["csrc"], depends=HEADERS
+    )
+]
 
 
 def load_cuda_build():

@@ -17,9 +17,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "cuda")]  # this checkout's nzdi
 
 import torch  # noqa: E402
 
-import cuda_cases as cases  # noqa: E402
 import nzdist  # noqa: E402
 from nzdist.codec import cuda  # noqa: E402
+
+import cuda_cases as cases  # noqa: E402
 
 failures: list[str] = []
 
@@ -36,8 +37,10 @@ def both_ways(t: torch.Tensor, chunk: int, label: str) -> None:
     ref = nzdist.compress(t, codec=codec)
     payload = cuda.compress(t.cuda(), chunk_elems=chunk)
     torch.cuda.synchronize()
-    check(payload.numel() == ref.nbytes and torch.equal(payload.cpu(), ref.data),
-          f"{label}: GPU payload bytes identical to the CPU codec's ({ref.nbytes} B)")
+    check(
+        payload.numel() == ref.nbytes and torch.equal(payload.cpu(), ref.data),
+        f"{label}: GPU payload bytes identical to the CPU codec's ({ref.nbytes} B)",
+    )
     for v in cuda.variants():
         out = torch.full(t.shape, float("nan"), dtype=t.dtype, device="cuda")
         cuda.decompress(ref.data.cuda(), out, chunk_elems=chunk, variant=v)
@@ -67,8 +70,13 @@ def tiny() -> None:
             bad = bad[: pos + 1].clone()
         for v in cuda.variants():
             try:
-                cuda.decompress(bad, torch.empty(20_000, dtype=torch.bfloat16, device="cuda"), chunk_elems=1024,
-                                variant=v, verify=trial % 2 == 0)
+                cuda.decompress(
+                    bad,
+                    torch.empty(20_000, dtype=torch.bfloat16, device="cuda"),
+                    chunk_elems=1024,
+                    variant=v,
+                    verify=trial % 2 == 0,
+                )
             except nzdist.FormatError:
                 caught += 1
     check(caught > 0, f"corrupt payloads: {caught} FormatErrors raised, no crash")

@@ -26,26 +26,54 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAILURE_MARKS = ("terminate called", "Fatal Python error", "Segmentation fault", "Aborted", "SIGABRT",
-                 "communication threads outlived")
+FAILURE_MARKS = (
+    "terminate called",
+    "Fatal Python error",
+    "Segmentation fault",
+    "Aborted",
+    "SIGABRT",
+    "communication threads outlived",
+)
 
 
 def tiny_preset(path: str, threads_per_rank: int) -> None:
     """tiny_cpu with the work cut down to a couple of steps of a tiny model (every knob stays documented)."""
     with open(os.path.join(REPO, "nzdist", "configs", "tiny_cpu.json")) as f:  # the checkout under test
         preset = json.load(f)
-    preset.update(name="teardown_stress", d_model=32, n_layer=1, n_head=2, seq_len=16, batch=2, steps=2,
-                  warmup_steps=1, data_bytes=8192, chunk_elems=1024, threads_per_rank=threads_per_rank)
+    preset.update(
+        name="teardown_stress",
+        d_model=32,
+        n_layer=1,
+        n_head=2,
+        seq_len=16,
+        batch=2,
+        steps=2,
+        warmup_steps=1,
+        data_bytes=8192,
+        chunk_elems=1024,
+        threads_per_rank=threads_per_rank,
+    )
     with open(path, "w") as f:
         json.dump(preset, f, indent=1)
 
 
 def one_run(preset: str, out: str, env: dict, timeout: float) -> tuple[int, str]:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "nzdist.launch.compare", "--preset", preset, "--out", out]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "nzdist.launch.compare",
+        "--preset",
+        preset,
+        "--out",
+        out,
+    ]
     try:
-        p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           timeout=timeout)
+        p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
         return p.returncode, p.stdout
     except subprocess.TimeoutExpired as e:
         return -999, (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
@@ -54,9 +82,13 @@ def one_run(preset: str, out: str, env: dict, timeout: float) -> tuple[int, str]
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=50)
-    ap.add_argument("--threads-per-rank", type=int, default=4,
-                    help="torch and codec threads per rank (default 4: as on a many-core machine, so OpenMP and "
-                         "nzdist's codec threads exist at exit even on a 2-core box)")
+    ap.add_argument(
+        "--threads-per-rank",
+        type=int,
+        default=4,
+        help="torch and codec threads per rank (default 4: as on a many-core machine, so OpenMP and "
+        "nzdist's codec threads exist at exit even on a 2-core box)",
+    )
     ap.add_argument("--timeout", type=float, default=600, help="seconds per run before it counts as hung")
     ap.add_argument("--keep", default=None, help="directory for the logs of failed runs (default: not kept)")
     args = ap.parse_args(argv)
@@ -73,8 +105,11 @@ def main(argv=None) -> int:
             rc, log = one_run(preset, os.path.join(tmp, "out"), env, args.timeout)
             marks = [m for m in FAILURE_MARKS if m in log]
             ok = rc == 0 and not marks
-            print(f"run {i:3d}/{args.runs}: {'ok' if ok else 'FAILED'} rc={rc} {time.perf_counter() - t:5.1f}s"
-                  + (f" {marks}" if marks else ""), flush=True)
+            print(
+                f"run {i:3d}/{args.runs}: {'ok' if ok else 'FAILED'} rc={rc} {time.perf_counter() - t:5.1f}s"
+                + (f" {marks}" if marks else ""),
+                flush=True,
+            )
             if not ok:
                 failed.append(i)
                 if args.keep:
@@ -82,8 +117,10 @@ def main(argv=None) -> int:
                     with open(os.path.join(args.keep, f"run{i}.log"), "w") as f:
                         f.write(log)
     wall = time.perf_counter() - t0
-    print(f"{args.runs} runs, {len(failed)} failed{' ' + str(failed) if failed else ''}, "
-          f"threads_per_rank={args.threads_per_rank}, wall {wall:.0f} s ({wall / max(args.runs, 1):.1f} s a run)")
+    print(
+        f"{args.runs} runs, {len(failed)} failed{' ' + str(failed) if failed else ''}, "
+        f"threads_per_rank={args.threads_per_rank}, wall {wall:.0f} s ({wall / max(args.runs, 1):.1f} s a run)"
+    )
     return 1 if failed else 0
 
 

@@ -62,13 +62,16 @@ void add_constants(py::module_& m) {
       {"norm", nz::kErrNorm},     {"crc", nz::kErrCrc},           {"nan_lossy", nz::kErrNanLossy}};
   for (const auto& [name, bit] : bits) err[name] = uint32_t(bit);
   m.attr("ERROR_BITS") = err;
-#define NZ_FIELD(T, f) {#f, py::make_tuple(offsetof(T, f), sizeof(T::f))}
+#define NZ_FIELD(T, f)                               \
+  {                                                  \
+    #f, py::make_tuple(offsetof(T, f), sizeof(T::f)) \
+  }
   using nz::gpu::DecodeJob;
   using nz::gpu::EncodeStatus;
-  const std::pair<const char*, py::tuple> job[] = {
-      NZ_FIELD(DecodeJob, src),   NZ_FIELD(DecodeJob, src_len),    NZ_FIELD(DecodeJob, dst),
-      NZ_FIELD(DecodeJob, numel), NZ_FIELD(DecodeJob, first_item), NZ_FIELD(DecodeJob, grain),
-      NZ_FIELD(DecodeJob, dtype), NZ_FIELD(DecodeJob, err)};
+  const std::pair<const char*, py::tuple> job[] = {NZ_FIELD(DecodeJob, src),        NZ_FIELD(DecodeJob, src_len),
+                                                   NZ_FIELD(DecodeJob, dst),        NZ_FIELD(DecodeJob, numel),
+                                                   NZ_FIELD(DecodeJob, first_item), NZ_FIELD(DecodeJob, grain),
+                                                   NZ_FIELD(DecodeJob, dtype),      NZ_FIELD(DecodeJob, err)};
   const std::pair<const char*, py::tuple> status[] = {
       NZ_FIELD(EncodeStatus, total),       NZ_FIELD(EncodeStatus, header_bytes), NZ_FIELD(EncodeStatus, norm_bytes),
       NZ_FIELD(EncodeStatus, index_bytes), NZ_FIELD(EncodeStatus, mode),         NZ_FIELD(EncodeStatus, err),
@@ -100,57 +103,74 @@ PYBIND11_MODULE(_C, m) {
 
   py::class_<nz::Encoded>(m, "Encoded")
       .def_property_readonly("nbytes", &nz::Encoded::nbytes)
-      .def("write", [](const nz::Encoded& e, uintptr_t dst, int threads) {
+      .def(
+          "write",
+          [](const nz::Encoded& e, uintptr_t dst, int threads) {
+            py::gil_scoped_release nogil;
+            e.write(reinterpret_cast<uint8_t*>(dst), threads);
+          },
+          py::arg("dst_ptr"), py::arg("threads") = 0);
+
+  m.def(
+      "encode",
+      [](uintptr_t src, uint64_t numel, std::vector<int64_t> shape, int dtype, int keep_bits, uint32_t block_size,
+         uint32_t chunk_elems, int threads) {
+        nz::EncodeParams p;
+        p.dtype = uint8_t(dtype);
+        p.keep_bits = keep_bits;
+        p.block_size = block_size;
+        p.chunk_elems = chunk_elems;
         py::gil_scoped_release nogil;
-        e.write(reinterpret_cast<uint8_t*>(dst), threads);
-      }, py::arg("dst_ptr"), py::arg("threads") = 0);
+        return nz::encode(as_ptr(src), numel, shape.data(), int(shape.size()), p, threads);
+      },
+      py::arg("src_ptr"), py::arg("numel"), py::arg("shape"), py::arg("dtype"), py::arg("keep_bits"),
+      py::arg("block_size"), py::arg("chunk_elems"), py::arg("threads") = 0,
+      "Encode numel elements at src_ptr; returns an Encoded whose write(dst_ptr) fills nbytes bytes.");
 
-  m.def("encode", [](uintptr_t src, uint64_t numel, std::vector<int64_t> shape, int dtype, int keep_bits,
-                     uint32_t block_size, uint32_t chunk_elems, int threads) {
-    nz::EncodeParams p;
-    p.dtype = uint8_t(dtype);
-    p.keep_bits = keep_bits;
-    p.block_size = block_size;
-    p.chunk_elems = chunk_elems;
-    py::gil_scoped_release nogil;
-    return nz::encode(as_ptr(src), numel, shape.data(), int(shape.size()), p, threads);
-  }, py::arg("src_ptr"), py::arg("numel"), py::arg("shape"), py::arg("dtype"), py::arg("keep_bits"),
-     py::arg("block_size"), py::arg("chunk_elems"), py::arg("threads") = 0,
-     "Encode numel elements at src_ptr; returns an Encoded whose write(dst_ptr) fills nbytes bytes.");
+  m.def(
+      "decode",
+      [](uintptr_t src, uint64_t len, uintptr_t dst, uint64_t dst_bytes, int threads) {
+        py::gil_scoped_release nogil;
+        nz::decode(as_ptr(src), len, reinterpret_cast<void*>(dst), dst_bytes, threads);
+      },
+      py::arg("src_ptr"), py::arg("src_len"), py::arg("dst_ptr"), py::arg("dst_bytes"), py::arg("threads") = 0);
 
-  m.def("decode", [](uintptr_t src, uint64_t len, uintptr_t dst, uint64_t dst_bytes, int threads) {
-    py::gil_scoped_release nogil;
-    nz::decode(as_ptr(src), len, reinterpret_cast<void*>(dst), dst_bytes, threads);
-  }, py::arg("src_ptr"), py::arg("src_len"), py::arg("dst_ptr"), py::arg("dst_bytes"), py::arg("threads") = 0);
+  m.def(
+      "decode_batch",
+      [](const std::vector<std::tuple<uintptr_t, uint64_t, uintptr_t, uint64_t>>& jobs, int threads) {
+        std::vector<nz::DecodeJob> js;
+        js.reserve(jobs.size());
+        for (auto& [s, l, d, b] : jobs) js.push_back({as_ptr(s), l, reinterpret_cast<void*>(d), b});
+        py::gil_scoped_release nogil;
+        nz::decode_batch(js, threads);
+      },
+      py::arg("jobs"), py::arg("threads") = 0, "jobs: [(src_ptr, src_len, dst_ptr, dst_bytes)], decoded in one pass");
 
-  m.def("decode_batch", [](const std::vector<std::tuple<uintptr_t, uint64_t, uintptr_t, uint64_t>>& jobs, int threads) {
-    std::vector<nz::DecodeJob> js;
-    js.reserve(jobs.size());
-    for (auto& [s, l, d, b] : jobs) js.push_back({as_ptr(s), l, reinterpret_cast<void*>(d), b});
-    py::gil_scoped_release nogil;
-    nz::decode_batch(js, threads);
-  }, py::arg("jobs"), py::arg("threads") = 0, "jobs: [(src_ptr, src_len, dst_ptr, dst_bytes)], decoded in one pass");
+  m.def(
+      "parse_header", [](uintptr_t src, uint64_t len) { return header_dict(nz::parse_header(as_ptr(src), len)); },
+      py::arg("src_ptr"), py::arg("src_len"));
 
-  m.def("parse_header", [](uintptr_t src, uint64_t len) { return header_dict(nz::parse_header(as_ptr(src), len)); },
-        py::arg("src_ptr"), py::arg("src_len"));
+  m.def("max_encoded_bytes",
+        [](uint64_t numel, int ndim, int dtype, int keep_bits, uint32_t block_size, uint32_t chunk_elems) {
+          nz::EncodeParams p;
+          p.dtype = uint8_t(dtype);
+          p.keep_bits = keep_bits;
+          p.block_size = block_size;
+          p.chunk_elems = chunk_elems;
+          return nz::max_encoded_bytes(numel, ndim, p);
+        });
 
-  m.def("max_encoded_bytes", [](uint64_t numel, int ndim, int dtype, int keep_bits, uint32_t block_size,
-                                uint32_t chunk_elems) {
-    nz::EncodeParams p;
-    p.dtype = uint8_t(dtype);
-    p.keep_bits = keep_bits;
-    p.block_size = block_size;
-    p.chunk_elems = chunk_elems;
-    return nz::max_encoded_bytes(numel, ndim, p);
-  });
+  m.def(
+      "default_chunk_elems", [](int dtype) { return nz::default_chunk_elems(uint8_t(dtype)); }, py::arg("dtype"),
+      "elements per chunk when a codec config leaves chunk_elems unset (csrc/format.h)");
 
-  m.def("default_chunk_elems", [](int dtype) { return nz::default_chunk_elems(uint8_t(dtype)); }, py::arg("dtype"),
-        "elements per chunk when a codec config leaves chunk_elems unset (csrc/format.h)");
-
-  m.def("crc32c", [](uintptr_t src, uint64_t len, uint32_t crc) {
-    py::gil_scoped_release nogil;
-    return nz::crc32c(as_ptr(src), len, crc);
-  }, py::arg("src_ptr"), py::arg("len"), py::arg("crc") = 0);
+  m.def(
+      "crc32c",
+      [](uintptr_t src, uint64_t len, uint32_t crc) {
+        py::gil_scoped_release nogil;
+        return nz::crc32c(as_ptr(src), len, crc);
+      },
+      py::arg("src_ptr"), py::arg("len"), py::arg("crc") = 0);
 
   m.def("_decoders", &nz::available_decoders, "chunk decoders in this build: scalar, avx2, avx512");
   m.def("_set_decoder", &nz::set_decoder, "testing/benchmarks: force a chunk decoder ('auto' = fastest)");

@@ -21,25 +21,25 @@ constexpr uint32_t kMaxNdim = 16;
 constexpr uint32_t kAlign = 16;  // every section and chunk starts 16-byte aligned (128-bit vector loads)
 
 // Header field offsets (all little-endian).
-constexpr uint32_t kOffMagic = 0, kOffVersion = 4, kOffHeaderBytes = 6, kOffDtype = 8, kOffMode = 9,
-                   kOffKeepBits = 10, kOffNdim = 11, kOffProbBits = 12, kOffFlags = 13, kOffNumel = 16,
-                   kOffChunkElems = 24, kOffNumChunks = 28, kOffBlockSize = 32, kOffTotalBytes = 40,
-                   kOffMetaCrc = 48, kOffHeaderCrc = 52, kOffShape = 64;
+constexpr uint32_t kOffMagic = 0, kOffVersion = 4, kOffHeaderBytes = 6, kOffDtype = 8, kOffMode = 9, kOffKeepBits = 10,
+                   kOffNdim = 11, kOffProbBits = 12, kOffFlags = 13, kOffNumel = 16, kOffChunkElems = 24,
+                   kOffNumChunks = 28, kOffBlockSize = 32, kOffTotalBytes = 40, kOffMetaCrc = 48, kOffHeaderCrc = 52,
+                   kOffShape = 64;
 
 enum DType : uint8_t { kBF16 = 1, kFP16 = 2, kFP32 = 3 };
 enum Mode : uint8_t { kModeRaw = 0, kModeCoded = 1 };
 enum Flags : uint8_t { kFlagNormalized = 1, kFlagLossy = 2 };
 
 // ---- entropy coder: interleaved rANS, one state per warp lane -------------------------------------------------
-constexpr int kLanes = 32;                 // element j of a chunk belongs to lane j % 32, step j / 32
-constexpr int kProbBits = 11;              // probabilities sum to 2^11: an 8 KiB decode table per coded field
+constexpr int kLanes = 32;     // element j of a chunk belongs to lane j % 32, step j / 32
+constexpr int kProbBits = 11;  // probabilities sum to 2^11: an 8 KiB decode table per coded field
 constexpr uint32_t kProbScale = 1u << kProbBits;
-constexpr uint32_t kRansL = 1u << 16;      // state interval [2^16, 2^32), 16-bit renormalisation
+constexpr uint32_t kRansL = 1u << 16;  // state interval [2^16, 2^32), 16-bit renormalisation
 constexpr int kMaxFields = 4;
-constexpr int kMaxSymbolBits = 10;         // field 0 alphabet: sign | exponent | top mantissa bit(s)
+constexpr int kMaxSymbolBits = 10;  // field 0 alphabet: sign | exponent | top mantissa bit(s)
 constexpr uint32_t kChunkHeaderBytes = 16;
 constexpr uint32_t kFieldHeaderBytes = 8 + 4 * kLanes;  // n_used u16, reserved u16, n_words u32, states
-constexpr uint32_t kTableEntryBytes = 3;   // symbol (10 bits) | (freq - 1) << 10 (11 bits), little-endian
+constexpr uint32_t kTableEntryBytes = 3;                // symbol (10 bits) | (freq - 1) << 10 (11 bits), little-endian
 
 // Chunk header offsets.
 constexpr uint32_t kChunkOffCrc = 0, kChunkOffElems = 4, kChunkOffCodedMask = 8;
@@ -48,7 +48,7 @@ NZ_HD uint64_t align_up(uint64_t x) { return (x + kAlign - 1) & ~uint64_t(kAlign
 
 // ---- dtypes ---------------------------------------------------------------------------------------------------
 struct DTypeInfo {
-  int bits;           // storage width
+  int bits;  // storage width
   int exp_bits;
   int mant_bits;
   int sym_mant_bits;  // mantissa bits that join sign and exponent in field 0 (they carry < 1 bit each)
@@ -56,10 +56,14 @@ struct DTypeInfo {
 
 NZ_HD DTypeInfo dtype_info(uint8_t dt) {
   switch (dt) {
-    case kBF16: return {16, 8, 7, 1};
-    case kFP16: return {16, 5, 10, 2};
-    case kFP32: return {32, 8, 23, 1};
-    default: return {0, 0, 0, 0};
+    case kBF16:
+      return {16, 8, 7, 1};
+    case kFP16:
+      return {16, 5, 10, 2};
+    case kFP32:
+      return {32, 8, 23, 1};
+    default:
+      return {0, 0, 0, 0};
   }
 }
 
@@ -149,11 +153,17 @@ NZ_HD uint32_t round_mantissa(uint32_t u, const DTypeInfo& d, int keep) {
 
 // float <-> dtype bits, round to nearest even, identical on host and device (no reliance on FTZ or intrinsics).
 NZ_HD uint32_t f32_bits(float f) {
-  union { float f; uint32_t u; } v{f};
+  union {
+    float f;
+    uint32_t u;
+  } v{f};
   return v.u;
 }
 NZ_HD float bits_f32(uint32_t u) {
-  union { uint32_t u; float f; } v{u};
+  union {
+    uint32_t u;
+    float f;
+  } v{u};
   return v.f;
 }
 
@@ -183,10 +193,10 @@ NZ_HD uint32_t float_to_dtype(float f, uint8_t dt) {
   uint32_t mag = x & 0x7FFFFFFFu;
   if (mag > 0x7F800000u) return sign | 0x7E00u;
   if (mag >= 0x477FF000u) return sign | 0x7C00u;  // rounds to >= 65520: infinity
-  if (mag < 0x38800000u) {                         // fp16 subnormal or zero
-    if (mag < 0x33000000u) return sign;            // < 2^-25 rounds to zero (2^-25 itself ties to zero)
+  if (mag < 0x38800000u) {                        // fp16 subnormal or zero
+    if (mag < 0x33000000u) return sign;           // < 2^-25 rounds to zero (2^-25 itself ties to zero)
     uint32_t e = mag >> 23, m = (mag & 0x7FFFFFu) | 0x800000u;
-    int shift = 126 - int(e);                      // 14 + (113 - e - 1) ... places the value in units of 2^-24
+    int shift = 126 - int(e);  // 14 + (113 - e - 1) ... places the value in units of 2^-24
     uint32_t q = m >> shift, rest = m & ((1u << shift) - 1), half = 1u << (shift - 1);
     if (rest > half || (rest == half && (q & 1u))) q++;
     return sign | q;

@@ -96,23 +96,23 @@ struct HeaderFields {
 // header_error); the GPU reports any of them as kErrHeader.
 enum HeaderCheck : int {
   kHeaderOk = 0,
-  kHeaderTruncated,          // shorter than the fixed header
+  kHeaderTruncated,  // shorter than the fixed header
   kHeaderBadMagic,
   kHeaderBadVersion,
   kHeaderBadNdim,
-  kHeaderBadSize,            // header_bytes disagrees with ndim
+  kHeaderBadSize,  // header_bytes disagrees with ndim
   kHeaderTruncatedInside,
   kHeaderBadDtype,
   kHeaderBadKeepBits,
   kHeaderBadFlags,
-  kHeaderLossyParams,        // lossless flagged payload with kept bits < full or normalisation
-  kHeaderBlockFlag,          // block size and normalisation flag disagree
+  kHeaderLossyParams,  // lossless flagged payload with kept bits < full or normalisation
+  kHeaderBlockFlag,    // block size and normalisation flag disagree
   kHeaderNegativeDim,
-  kHeaderAbsurdShape,        // element count over 2^62
+  kHeaderAbsurdShape,  // element count over 2^62
   kHeaderShapeNumel,
   kHeaderTotalTooSmall,
-  kHeaderTruncatedPayload,   // fewer bytes than total_bytes
-  kHeaderRawParams,          // raw payload with coded parameters
+  kHeaderTruncatedPayload,  // fewer bytes than total_bytes
+  kHeaderRawParams,         // raw payload with coded parameters
   kHeaderRawSize,
   kHeaderProbBits,
   kHeaderChunkElems,
@@ -150,8 +150,7 @@ NZ_HD HeaderCheck check_header_fields(const uint8_t* s, uint64_t len, HeaderFiel
   if (d.bits == 0) return kHeaderBadDtype;
   if (h.keep_bits > d.mant_bits) return kHeaderBadKeepBits;
   if (h.flags & ~uint32_t(kFlagNormalized | kFlagLossy)) return kHeaderBadFlags;
-  if (!(h.flags & kFlagLossy) && (h.keep_bits != d.mant_bits || (h.flags & kFlagNormalized)))
-    return kHeaderLossyParams;
+  if (!(h.flags & kFlagLossy) && (h.keep_bits != d.mant_bits || (h.flags & kFlagNormalized))) return kHeaderLossyParams;
   if (bool(h.flags & kFlagNormalized) != (h.block_size != 0)) return kHeaderBlockFlag;
   uint64_t prod = 1;
   for (int i = 0; i < h.ndim; i++) {
@@ -184,8 +183,8 @@ NZ_HD HeaderCheck check_header_fields(const uint8_t* s, uint64_t len, HeaderFiel
 // Where the sections after a coded payload's header sit: block normalisers (when normalised), the chunk index
 // (num_chunks + 1 u64 offsets), then the chunks.
 struct Sections {
-  uint64_t nblocks;     // block normalisers (0 when not normalised)
-  uint64_t norms_off;   // valid when normalised
+  uint64_t nblocks;    // block normalisers (0 when not normalised)
+  uint64_t norms_off;  // valid when normalised
   uint64_t index_off;
   uint64_t chunks_off;  // end of the index: the first chunk's offset
 };

@@ -6,11 +6,33 @@
 """
 
 from .accounting import comm_stats
-from .codec import (CompressedTensor, FormatError, Lossless, Lossy, compress, decompress, decompress_batch,
-                    get_num_threads, max_compressed_bytes, set_num_threads)
+from .codec import (
+    CompressedTensor,
+    FormatError,
+    Lossless,
+    Lossy,
+    compress,
+    decompress,
+    decompress_batch,
+    get_num_threads,
+    max_compressed_bytes,
+    set_num_threads,
+)
 
-__all__ = ["compress", "decompress", "decompress_batch", "max_compressed_bytes", "set_num_threads",
-           "get_num_threads", "Lossless", "Lossy", "FormatError", "CompressedTensor", "comm_stats", "memory_report"]
+__all__ = [
+    "compress",
+    "decompress",
+    "decompress_batch",
+    "max_compressed_bytes",
+    "set_num_threads",
+    "get_num_threads",
+    "Lossless",
+    "Lossy",
+    "FormatError",
+    "CompressedTensor",
+    "comm_stats",
+    "memory_report",
+]
 __version__ = "0.1.0"
 
 

@@ -50,9 +50,12 @@ def end_distributed(barrier: bool = True) -> None:
     gc.collect()  # groups reachable only from reference cycles (modules, FSDP state) go now, not at exit
     left = comm_threads()
     if left:
-        warnings.warn(f"nzdist.teardown: communication threads outlived destroy_process_group: {left}; "
-                      "something still holds a process group, and the process may abort at exit",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"nzdist.teardown: communication threads outlived destroy_process_group: {left}; "
+            "something still holds a process group, and the process may abort at exit",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 def release_group_references() -> None:
@@ -70,8 +73,11 @@ def release_group_references() -> None:
         if module is None or not name.startswith("torch.distributed"):
             continue
         for fn in list(vars(module).values()):
-            if type(fn) is types.FunctionType and fn.__defaults__ \
-                    and any(isinstance(d, ProcessGroup) for d in fn.__defaults__):
+            if (
+                type(fn) is types.FunctionType
+                and fn.__defaults__
+                and any(isinstance(d, ProcessGroup) for d in fn.__defaults__)
+            ):
                 fn.__defaults__ = tuple(None if isinstance(d, ProcessGroup) else d for d in fn.__defaults__)
     if "torch.distributed.tensor" not in sys.modules:  # no DTensor, no mesh caches
         return

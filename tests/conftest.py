@@ -54,8 +54,10 @@ def pytest_collection_modifyitems(session, config, items):
     before any DeepSpeed test starts, so that no test's subprocess timeout has to absorb it."""
     if not any("deepspeed" in item.nodeid for item in items):
         return
-    code = ("from deepspeed.accelerator import get_accelerator; "
-            "get_accelerator().create_op_builder('ShareMemCommBuilder').load()")
+    code = (
+        "from deepspeed.accelerator import get_accelerator; "
+        "get_accelerator().create_op_builder('ShareMemCommBuilder').load()"
+    )
     env = {**os.environ, "DS_ACCELERATOR": "cpu"}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
     if result.returncode != 0:  # the tests that need it will fail with DeepSpeed's own message

@@ -33,9 +33,15 @@ def int_view(t: torch.Tensor) -> torch.Tensor:
 
 def same_bits(a: dict, b: dict) -> list[str]:
     """Names whose tensors differ in any bit, shape or dtype (or are missing on one side)."""
+
     def differ(x, y):
-        return x.shape != y.shape or x.dtype != y.dtype or not torch.equal(
-            x.detach().contiguous().view(-1).view(torch.uint8), y.detach().contiguous().view(-1).view(torch.uint8))
+        return (
+            x.shape != y.shape
+            or x.dtype != y.dtype
+            or not torch.equal(
+                x.detach().contiguous().view(-1).view(torch.uint8), y.detach().contiguous().view(-1).view(torch.uint8)
+            )
+        )
 
     return [k for k in a if k not in b or differ(a[k], b[k])] + [k for k in b if k not in a]
 
@@ -52,22 +58,37 @@ def emit(result: dict) -> None:
             json.dump({"ranks": ranks, "ok": all(r.get("ok", True) for r in ranks)}, f, indent=1)
 
 
-def launch(script: Path, nproc: int, args: list[str], *, timeout: int = 240, env: dict | None = None,
-           launcher: list[str] | None = None, check: bool = False) -> subprocess.CompletedProcess:
+def launch(
+    script: Path,
+    nproc: int,
+    args: list[str],
+    *,
+    timeout: int = 240,
+    env: dict | None = None,
+    launcher: list[str] | None = None,
+    check: bool = False,
+) -> subprocess.CompletedProcess:
     """Start ``script`` on ``nproc`` real processes (torchrun --standalone unless ``launcher`` is given), with
     one OpenMP thread per rank and the checkout, tests/ and the script's folder importable. A hang fails the
     test, never the CI job; ``check`` also fails it on a non-zero exit."""
     import pytest
 
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1",
-                "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS), str(script.parent),
-                                               os.environ.get("PYTHONPATH", "")]),
-                **(env or {})}
-    launcher = launcher or [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                            f"--nproc_per_node={nproc}"]
+    full_env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS), str(script.parent), os.environ.get("PYTHONPATH", "")]),
+        **(env or {}),
+    }
+    launcher = launcher or [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     try:
-        proc = subprocess.run([*launcher, str(script), *args], env=full_env, cwd=script.parent, capture_output=True,
-                              text=True, timeout=timeout)
+        proc = subprocess.run(
+            [*launcher, str(script), *args],
+            env=full_env,
+            cwd=script.parent,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"{script.name} hung for {timeout}s:\n{(e.stderr or b'')[-3000:]}")
     if check and proc.returncode != 0:
@@ -75,15 +96,24 @@ def launch(script: Path, nproc: int, args: list[str], *, timeout: int = 240, env
     return proc
 
 
-def torchrun(script: Path, nproc: int, args: list[str], tmp_path: Path, *, timeout: int = 240,
-             env: dict | None = None, launcher: list[str] | None = None) -> dict:
+def torchrun(
+    script: Path,
+    nproc: int,
+    args: list[str],
+    tmp_path: Path,
+    *,
+    timeout: int = 240,
+    env: dict | None = None,
+    launcher: list[str] | None = None,
+) -> dict:
     """:func:`launch` a script that writes its JSON result to $NZ_RESULT (see :func:`emit`); returns it, with
     the exit status and the end of stderr."""
     import pytest
 
     result = tmp_path / f"{script.stem}.{nproc}.json"
-    proc = launch(script, nproc, args, timeout=timeout, env={"NZ_RESULT": str(result), **(env or {})},
-                  launcher=launcher)
+    proc = launch(
+        script, nproc, args, timeout=timeout, env={"NZ_RESULT": str(result), **(env or {})}, launcher=launcher
+    )
     if not result.exists():
         pytest.fail(f"{script.name} wrote no result (rc {proc.returncode}):\n{proc.stderr[-5000:]}")
     out = json.loads(result.read_text())
@@ -116,17 +146,36 @@ VOCAB, CTX = 83, 16
 def tiny_llama(tied: bool = True):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    return LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=72, num_hidden_layers=2,
-                                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
-                                        tie_word_embeddings=tied))
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            intermediate_size=72,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=32,
+            tie_word_embeddings=tied,
+        )
+    )
 
 
 def tiny_gpt2():
     """GPT-2 ties lm_head to wte."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    return GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=2, n_head=4,
-                                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+    return GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=VOCAB,
+            n_positions=32,
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+        )
+    )
 
 
 class TokenData(torch.utils.data.Dataset):

@@ -49,8 +49,12 @@ def imports(path: Path) -> list[tuple[str, int]]:
 
 def _exists(mod: str) -> bool:
     p = PKG.parent.joinpath(*mod.split("."))
-    return p.with_suffix(".py").exists() or (p / "__init__.py").exists() or any(p.parent.glob(p.name + ".*.so")) \
-        or p.name in ("_C", "_cuda")  # extensions, built or not
+    return (
+        p.with_suffix(".py").exists()
+        or (p / "__init__.py").exists()
+        or any(p.parent.glob(p.name + ".*.so"))
+        or p.name in ("_C", "_cuda")
+    )  # extensions, built or not
 
 
 def layer(mod: str) -> str:
@@ -81,8 +85,9 @@ def test_dependencies_point_one_way(mod):
 
 def test_no_import_cycles():
     # A package's __init__ importing its own submodules is not a cycle; every other edge counts, lazy ones too.
-    edges = {m: {t for t, _ in deps if t in GRAPH and not (m == t.rpartition(".")[0] or t == m)}
-             for m, deps in GRAPH.items()}
+    edges = {
+        m: {t for t, _ in deps if t in GRAPH and not (m == t.rpartition(".")[0] or t == m)} for m, deps in GRAPH.items()
+    }
     for m in edges:  # a submodule "importing" its package through `from . import x` is an edge to x, not up
         edges[m] = {t for t in edges[m] if not m.startswith(t + ".")}
     cycles, state = [], {}
@@ -91,7 +96,7 @@ def test_no_import_cycles():
         state[m] = "active"
         for t in edges[m]:
             if state.get(t) == "active":
-                cycles.append(stack[stack.index(t):] + [t])
+                cycles.append(stack[stack.index(t) :] + [t])
             elif t not in state:
                 visit(t, stack + [t])
         state[m] = "done"

@@ -11,10 +11,10 @@ namespace nz {
 struct FieldView {
   bool coded;
   int width, shift;
-  const uint32_t* table;   // coded: 2^11 decode entries (pack_decode_entry)
-  const uint8_t* states;   // coded: 32 u32 initial lane states
-  const uint8_t* data;     // coded: u16 word stream; raw: bytes or bit-planes
-  uint64_t n_words;        // coded
+  const uint32_t* table;  // coded: 2^11 decode entries (pack_decode_entry)
+  const uint8_t* states;  // coded: 32 u32 initial lane states
+  const uint8_t* data;    // coded: u16 word stream; raw: bytes or bit-planes
+  uint64_t n_words;       // coded
 };
 
 struct ChunkView {

@@ -20,8 +20,8 @@ struct FormatError : std::runtime_error {
 
 struct EncodeParams {
   uint8_t dtype = kBF16;
-  int keep_bits = -1;        // mantissa bits kept; -1 or the dtype's full width = lossless
-  uint32_t block_size = 0;   // lossy block normalisation; 0 = off
+  int keep_bits = -1;       // mantissa bits kept; -1 or the dtype's full width = lossless
+  uint32_t block_size = 0;  // lossy block normalisation; 0 = off
   uint32_t chunk_elems = 1u << 16;
 };
 
@@ -39,9 +39,9 @@ class Encoded {
 
  private:
   friend std::unique_ptr<Encoded> encode(const void*, uint64_t, const int64_t*, int, const EncodeParams&, int);
-  std::vector<uint8_t> head_;                 // header + normalisers + chunk index (raw mode: header only)
-  std::vector<Chunk> chunks_;                 // coded mode
-  const uint8_t* raw_src_ = nullptr;          // raw mode: the caller's tensor, copied by write()
+  std::vector<uint8_t> head_;         // header + normalisers + chunk index (raw mode: header only)
+  std::vector<Chunk> chunks_;         // coded mode
+  const uint8_t* raw_src_ = nullptr;  // raw mode: the caller's tensor, copied by write()
   uint64_t raw_bytes_ = 0;
   uint64_t total_bytes_ = 0;
 };

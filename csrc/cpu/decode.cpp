@@ -10,7 +10,6 @@
 #include "crc32c.h"
 #include "parallel.h"
 
-
 namespace nz {
 namespace {
 
@@ -32,8 +31,8 @@ Prepared prepare(const uint8_t* src, uint64_t len, void* dst, uint64_t dst_bytes
   const HeaderInfo& h = p.h;
   const DTypeInfo d = dtype_info(h.dtype);
   if (dst_bytes != h.numel * (d.bits / 8))
-    throw std::invalid_argument("nzdist: output buffer has " + std::to_string(dst_bytes) + " bytes, the payload holds " +
-                                std::to_string(h.numel * (d.bits / 8)));
+    throw std::invalid_argument("nzdist: output buffer has " + std::to_string(dst_bytes) +
+                                " bytes, the payload holds " + std::to_string(h.numel * (d.bits / 8)));
   if (h.mode == kModeRaw) {
     if (crc32c(src + h.header_bytes, h.total_bytes - h.header_bytes) != get_u32(src, kOffMetaCrc))
       fail("checksum mismatch in raw data");
@@ -41,9 +40,12 @@ Prepared prepare(const uint8_t* src, uint64_t len, void* dst, uint64_t dst_bytes
   }
   Sections sec;
   switch (check_sections(h, sec)) {
-    case kSectionNorms: fail("normaliser section runs past the end");
-    case kSectionIndex: fail("chunk index runs past the end");
-    case kSectionsOk: break;
+    case kSectionNorms:
+      fail("normaliser section runs past the end");
+    case kSectionIndex:
+      fail("chunk index runs past the end");
+    case kSectionsOk:
+      break;
   }
   if (h.flags & kFlagNormalized) p.norms = src + sec.norms_off;
   p.index = src + sec.index_off;
@@ -145,8 +147,9 @@ OpenChunk open_chunk(const Prepared& p, uint64_t c, Scratch& scratch) {
   ChunkView view{n, n_pad, fl.n, {}};
   for (int f = 0; f < fl.n; f++) {
     bool coded = mask >> f & 1;
-    view.field[f] = {coded, fl.width[f], fl.shift[f], coded ? scratch.table[f].data() : nullptr,
-                     coded ? fhead[f] + 8 : nullptr, fdata[f], n_words[f]};
+    view.field[f] = {
+        coded,    fl.width[f], fl.shift[f], coded ? scratch.table[f].data() : nullptr, coded ? fhead[f] + 8 : nullptr,
+        fdata[f], n_words[f]};
   }
   const int drop = d.mant_bits - h.keep_bits;
   const int bytes = d.bits / 8;
@@ -203,11 +206,15 @@ void decode_prepared(const std::vector<Prepared>& jobs, int threads) {
       scratch[0].q.resize(oc[0].view.n_pad);
       decode_chunk_scalar(oc[0].view, oc[0].target, scratch[0].q.data());
     } else if (which == Decoder::kAvx512) {
-      if (count == 2) avx512::decode_pair(oc[0].view, oc[0].target, oc[1].view, oc[1].target);
-      else avx512::decode_one(oc[0].view, oc[0].target);
+      if (count == 2)
+        avx512::decode_pair(oc[0].view, oc[0].target, oc[1].view, oc[1].target);
+      else
+        avx512::decode_one(oc[0].view, oc[0].target);
     } else {
-      if (count == 2) avx2::decode_pair(oc[0].view, oc[0].target, oc[1].view, oc[1].target);
-      else avx2::decode_one(oc[0].view, oc[0].target);
+      if (count == 2)
+        avx2::decode_pair(oc[0].view, oc[0].target, oc[1].view, oc[1].target);
+      else
+        avx2::decode_one(oc[0].view, oc[0].target);
     }
     for (uint64_t k = 0; k < count; k++) finish_chunk(jobs[work[first + k].first], oc[k], scratch[k]);
   });
@@ -218,31 +225,51 @@ void decode_prepared(const std::vector<Prepared>& jobs, int threads) {
   switch (c) {
     case kHeaderTruncated:
       fail("truncated: " + std::to_string(len) + " bytes, the header alone needs " + std::to_string(kHeaderFixedBytes));
-    case kHeaderBadMagic: fail("bad magic, not an nzdist payload");
+    case kHeaderBadMagic:
+      fail("bad magic, not an nzdist payload");
     case kHeaderBadVersion:
       fail("unsupported format version " + std::to_string(get_u16(src, kOffVersion)) + " (this build reads " +
            std::to_string(kVersion) + ")");
-    case kHeaderBadNdim: fail("ndim " + std::to_string(h.ndim) + " exceeds 16");
-    case kHeaderBadSize: fail("header size is inconsistent");
-    case kHeaderTruncatedInside: fail("truncated inside the header");
-    case kHeaderBadDtype: fail("unknown dtype code " + std::to_string(h.dtype));
-    case kHeaderBadKeepBits: fail("kept mantissa bits exceed the dtype's");
-    case kHeaderBadFlags: fail("unknown flags");
-    case kHeaderLossyParams: fail("lossless payload with lossy parameters");
-    case kHeaderBlockFlag: fail("block size and normalisation flag disagree");
-    case kHeaderNegativeDim: fail("negative dimension");
-    case kHeaderAbsurdShape: fail("absurd shape");
-    case kHeaderShapeNumel: fail("shape does not match the element count");
-    case kHeaderTotalTooSmall: fail("total size smaller than the header");
+    case kHeaderBadNdim:
+      fail("ndim " + std::to_string(h.ndim) + " exceeds 16");
+    case kHeaderBadSize:
+      fail("header size is inconsistent");
+    case kHeaderTruncatedInside:
+      fail("truncated inside the header");
+    case kHeaderBadDtype:
+      fail("unknown dtype code " + std::to_string(h.dtype));
+    case kHeaderBadKeepBits:
+      fail("kept mantissa bits exceed the dtype's");
+    case kHeaderBadFlags:
+      fail("unknown flags");
+    case kHeaderLossyParams:
+      fail("lossless payload with lossy parameters");
+    case kHeaderBlockFlag:
+      fail("block size and normalisation flag disagree");
+    case kHeaderNegativeDim:
+      fail("negative dimension");
+    case kHeaderAbsurdShape:
+      fail("absurd shape");
+    case kHeaderShapeNumel:
+      fail("shape does not match the element count");
+    case kHeaderTotalTooSmall:
+      fail("total size smaller than the header");
     case kHeaderTruncatedPayload:
       fail("truncated: " + std::to_string(len) + " bytes of " + std::to_string(h.total_bytes));
-    case kHeaderRawParams: fail("raw payload with coded parameters");
-    case kHeaderRawSize: fail("raw payload size does not match its element count");
-    case kHeaderProbBits: fail("unsupported probability precision");
-    case kHeaderChunkElems: fail("bad chunk size");
-    case kHeaderChunkCount: fail("chunk count does not match");
-    case kHeaderBadMode: fail("unknown mode " + std::to_string(h.mode));
-    case kHeaderOk: break;
+    case kHeaderRawParams:
+      fail("raw payload with coded parameters");
+    case kHeaderRawSize:
+      fail("raw payload size does not match its element count");
+    case kHeaderProbBits:
+      fail("unsupported probability precision");
+    case kHeaderChunkElems:
+      fail("bad chunk size");
+    case kHeaderChunkCount:
+      fail("chunk count does not match");
+    case kHeaderBadMode:
+      fail("unknown mode " + std::to_string(h.mode));
+    case kHeaderOk:
+      break;
   }
   fail("header check " + std::to_string(int(c)));  // unreachable: every HeaderCheck is worded above
 }
@@ -272,11 +299,16 @@ std::vector<std::string> available_decoders() {
 }
 
 void set_decoder(const std::string& name) {
-  if (name == "auto") g_decoder = Decoder::kAuto;
-  else if (name == "scalar") g_decoder = Decoder::kScalar;
-  else if (name == "avx2" && avx2::available()) g_decoder = Decoder::kAvx2;
-  else if (name == "avx512" && avx512::available()) g_decoder = Decoder::kAvx512;
-  else throw std::invalid_argument("nzdist: decoder '" + name + "' is not in this build");
+  if (name == "auto")
+    g_decoder = Decoder::kAuto;
+  else if (name == "scalar")
+    g_decoder = Decoder::kScalar;
+  else if (name == "avx2" && avx2::available())
+    g_decoder = Decoder::kAvx2;
+  else if (name == "avx512" && avx512::available())
+    g_decoder = Decoder::kAvx512;
+  else
+    throw std::invalid_argument("nzdist: decoder '" + name + "' is not in this build");
 }
 
 void decode_batch(const std::vector<DecodeJob>& jobs, int threads) {

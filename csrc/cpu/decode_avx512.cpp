@@ -24,7 +24,7 @@ struct Acc {
 inline __m512i load_words(const FieldView& f, uint64_t pos) {
   if (__builtin_expect(pos + 16 <= f.n_words, 1))
     return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(f.data + 2 * pos)));
-  alignas(64) uint32_t tmp[16];  // the stream's last words: never read past it (missing words read as 0,
+  alignas(64) uint32_t tmp[16];   // the stream's last words: never read past it (missing words read as 0,
   for (int i = 0; i < 16; i++) {  // caught by the final state check)
     uint16_t h = 0;
     if (pos + i < f.n_words) __builtin_memcpy(&h, f.data + 2 * (pos + i), 2);

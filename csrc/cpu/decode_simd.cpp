@@ -35,7 +35,7 @@ struct Acc {
 inline __m256i load_words(const FieldView& f, uint64_t pos) {
   if (__builtin_expect(pos + 8 <= f.n_words, 1))
     return _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(f.data + 2 * pos)));
-  alignas(32) uint32_t tmp[8];  // the stream's last words: never read past it (missing words read as 0,
+  alignas(32) uint32_t tmp[8];   // the stream's last words: never read past it (missing words read as 0,
   for (int i = 0; i < 8; i++) {  // caught by the final state check)
     uint16_t h = 0;
     if (pos + i < f.n_words) __builtin_memcpy(&h, f.data + 2 * (pos + i), 2);
@@ -76,8 +76,8 @@ inline void rans_vec_step(VecLanes& L, const FieldView& f, Acc& acc) {
 // Bit-planes [b0, b1) of one group of 32 elements -> byte l = those bits of element l.
 inline __m256i planes_to_bytes(const uint8_t* words, int b0, int b1) {
   // byte l of the broadcast word is byte l/8 of the plane; shuffle_epi8 indexes within each 128-bit half.
-  const __m256i pick = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
-                                        2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  const __m256i pick =
+      _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
   const __m256i bit = _mm256_set1_epi64x(0x8040201008040201ll);
   __m256i out = _mm256_setzero_si256();
   for (int b = b0; b < b1; b++) {

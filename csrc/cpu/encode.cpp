@@ -86,10 +86,10 @@ void normalise(const uint32_t* counts, int alphabet, uint64_t n, uint32_t* freq)
 
 // Per-thread buffers of the chunk encoder, reused from chunk to chunk (no per-chunk allocation or zeroing).
 struct Scratch {
-  std::vector<uint32_t> q;                   // lossy: the quantised values
-  std::vector<uint32_t> hist;                // 4 interleaved histograms per field
-  std::vector<uint32_t> joint;               // 16-bit elements: a histogram of whole patterns, kept zeroed
-  std::vector<uint16_t> words[kMaxFields];   // coded fields' streams, written back to front
+  std::vector<uint32_t> q;                  // lossy: the quantised values
+  std::vector<uint32_t> hist;               // 4 interleaved histograms per field
+  std::vector<uint32_t> joint;              // 16-bit elements: a histogram of whole patterns, kept zeroed
+  std::vector<uint16_t> words[kMaxFields];  // coded fields' streams, written back to front
   EncTables tables;
 };
 
@@ -162,10 +162,14 @@ void count_joint16(const uint16_t* src, uint64_t n, const FieldLayout& fl, uint3
 template <class T>
 void count_all(const T* src, uint64_t n, const FieldLayout& fl, uint32_t* hist, uint32_t* const* counts) {
   switch (fl.n) {
-    case 1: return count_fields<T, 1>(src, n, fl, hist, counts);
-    case 2: return count_fields<T, 2>(src, n, fl, hist, counts);
-    case 3: return count_fields<T, 3>(src, n, fl, hist, counts);
-    default: return count_fields<T, 4>(src, n, fl, hist, counts);
+    case 1:
+      return count_fields<T, 1>(src, n, fl, hist, counts);
+    case 2:
+      return count_fields<T, 2>(src, n, fl, hist, counts);
+    case 3:
+      return count_fields<T, 3>(src, n, fl, hist, counts);
+    default:
+      return count_fields<T, 4>(src, n, fl, hist, counts);
   }
 }
 
@@ -180,12 +184,12 @@ struct CodedField {
   uint16_t n_used = 0;
   uint32_t states[kLanes];
   uint8_t table[kTableEntryBytes << kMaxSymbolBits];  // n_used 3-byte entries
-  const uint16_t* words = nullptr;                      // n_words, in decode order (in the scratch)
+  const uint16_t* words = nullptr;                    // n_words, in decode order (in the scratch)
   uint64_t n_words = 0;
 };
 
-Encoded::Chunk assemble(uint64_t n, uint64_t n_pad, const FieldLayout& fl, uint8_t coded_mask,
-                        const CodedField* coded, const std::function<void(int, uint8_t*)>& write_raw) {
+Encoded::Chunk assemble(uint64_t n, uint64_t n_pad, const FieldLayout& fl, uint8_t coded_mask, const CodedField* coded,
+                        const std::function<void(int, uint8_t*)>& write_raw) {
   // header | coded field headers+tables | raw fields | coded word streams (FORMAT.md, "Chunk").
   uint64_t size = kChunkHeaderBytes;
   for (int f = 0; f < fl.n; f++)
@@ -277,20 +281,24 @@ Encoded::Chunk encode_fields(const T* src, uint64_t n, const FieldLayout& fl, co
     cf.n_used = uint16_t(used);
     s.words[f].resize(n + 2 * kLanes);
     uint16_t* end = s.words[f].data() + s.words[f].size();
-    if constexpr (sizeof(T) == 2) cf.n_words = k.rans16(fs, s.tables, cf.states, end);
-    else cf.n_words = k.rans32(fs, s.tables, cf.states, end);
+    if constexpr (sizeof(T) == 2)
+      cf.n_words = k.rans16(fs, s.tables, cf.states, end);
+    else
+      cf.n_words = k.rans32(fs, s.tables, cf.states, end);
     cf.words = end - cf.n_words;
     if (coded_field_bytes(used, cf.n_words) < raw_bytes) coded_mask |= uint8_t(1u << f);
   }
   return assemble(n, n_pad, fl, coded_mask, coded, [&](int f, uint8_t* dst) {
     const FieldSrc<T> fs{src, n, fl.shift[f], (1u << fl.width[f]) - 1};
-    if constexpr (sizeof(T) == 2) k.raw16(fs, n_pad, fl.width[f], dst);
-    else k.raw32(fs, n_pad, fl.width[f], dst);
+    if constexpr (sizeof(T) == 2)
+      k.raw16(fs, n_pad, fl.width[f], dst);
+    else
+      k.raw32(fs, n_pad, fl.width[f], dst);
   });
 }
 
-Encoded::Chunk encode_chunk(const uint8_t* src, uint64_t begin, uint64_t n, const EncodeParams& p,
-                            const DTypeInfo& d, const FieldLayout& fl, const float* norms, const EncodeKernels& k) {
+Encoded::Chunk encode_chunk(const uint8_t* src, uint64_t begin, uint64_t n, const EncodeParams& p, const DTypeInfo& d,
+                            const FieldLayout& fl, const float* norms, const EncodeKernels& k) {
   thread_local Scratch scratch;
   const int bytes = d.bits / 8;
   const int drop = d.mant_bits - p.keep_bits;
@@ -390,8 +398,7 @@ std::unique_ptr<Encoded> encode(const void* src_v, uint64_t numel, const int64_t
     uint64_t nblocks = (numel + p.block_size - 1) / p.block_size;
     norms.resize(nblocks);
     parallel_for(nblocks, threads, [&](uint64_t b) {
-      norms[b] = block_normaliser(src, b * p.block_size, std::min<uint64_t>(numel, (b + 1) * p.block_size), d,
-                                  p.dtype);
+      norms[b] = block_normaliser(src, b * p.block_size, std::min<uint64_t>(numel, (b + 1) * p.block_size), d, p.dtype);
     });
   }
   const FieldLayout fl = field_layout(p.dtype, p.keep_bits);
@@ -443,10 +450,14 @@ std::vector<std::string> available_encoders() {
 }
 
 void set_encoder(const std::string& name) {
-  if (name == "auto") g_encoder = Encoder::kAuto;
-  else if (name == "scalar") g_encoder = Encoder::kScalar;
-  else if (name == "avx2" && enc_avx2::available()) g_encoder = Encoder::kAvx2;
-  else throw std::invalid_argument("nzdist: encoder '" + name + "' is not in this build");
+  if (name == "auto")
+    g_encoder = Encoder::kAuto;
+  else if (name == "scalar")
+    g_encoder = Encoder::kScalar;
+  else if (name == "avx2" && enc_avx2::available())
+    g_encoder = Encoder::kAvx2;
+  else
+    throw std::invalid_argument("nzdist: encoder '" + name + "' is not in this build");
 }
 
 uint64_t encoder_self_check() { return enc_avx2::available() ? enc_avx2::division_mismatches() : 0; }

@@ -80,8 +80,8 @@ uint64_t rans(const FieldSrc<T>& f, const EncTables& t, uint32_t* states, uint16
       p -= __builtin_popcount(unsigned(m));
       const __m256i xs = _mm256_srlv_epi32(x[v], _mm256_and_si256(emit, sixteen));
       const __m256i q = div_lanes(xs, sym, t.rcp);
-      x[v] = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(q, kProbBits),
-                                               _mm256_sub_epi32(xs, _mm256_mullo_epi32(q, freq))), cum);
+      x[v] = _mm256_add_epi32(
+          _mm256_add_epi32(_mm256_slli_epi32(q, kProbBits), _mm256_sub_epi32(xs, _mm256_mullo_epi32(q, freq))), cum);
     }
   }
   for (int v = 0; v < 4; v++) _mm256_storeu_si256(reinterpret_cast<__m256i*>(states + 8 * v), x[v]);
@@ -113,8 +113,10 @@ void raw(const FieldSrc<T>& f, uint64_t n_pad, int width, uint8_t* dst) {
     uint64_t i = 0;
     for (; i + kLanes <= f.n; i += kLanes) {
       __m256i a, b;
-      if constexpr (sizeof(T) == 2) load32(f.src + i, shift, mask16, a, b);
-      else load32(f.src + i, shift, mask32, a, b);
+      if constexpr (sizeof(T) == 2)
+        load32(f.src + i, shift, mask16, a, b);
+      else
+        load32(f.src + i, shift, mask32, a, b);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
                           _mm256_permute4x64_epi64(_mm256_packus_epi16(a, b), 0xD8));
     }
@@ -125,8 +127,10 @@ void raw(const FieldSrc<T>& f, uint64_t n_pad, int width, uint8_t* dst) {
   for (uint64_t g = 0; g < n_pad / kLanes; g++) {
     __m256i a, b;
     if ((g + 1) * kLanes <= f.n) {
-      if constexpr (sizeof(T) == 2) load32(f.src + g * kLanes, shift, mask16, a, b);
-      else load32(f.src + g * kLanes, shift, mask32, a, b);
+      if constexpr (sizeof(T) == 2)
+        load32(f.src + g * kLanes, shift, mask16, a, b);
+      else
+        load32(f.src + g * kLanes, shift, mask32, a, b);
     } else {  // the last, partial group: pad elements are 0
       alignas(32) uint16_t tmp[kLanes];
       for (int l = 0; l < kLanes; l++) tmp[l] = g * kLanes + l < f.n ? uint16_t(f.at(g * kLanes + l)) : 0;
@@ -134,10 +138,10 @@ void raw(const FieldSrc<T>& f, uint64_t n_pad, int width, uint8_t* dst) {
       b = _mm256_load_si256(reinterpret_cast<const __m256i*>(tmp + 16));
     }
     // Bytes of the 32 values (low and high halves), then each plane is one movemask of the bit moved to the top.
-    const __m256i lo = _mm256_permute4x64_epi64(
-        _mm256_packus_epi16(_mm256_and_si256(a, lo_mask), _mm256_and_si256(b, lo_mask)), 0xD8);
-    const __m256i hi = _mm256_permute4x64_epi64(_mm256_packus_epi16(_mm256_srli_epi16(a, 8), _mm256_srli_epi16(b, 8)),
-                                                0xD8);
+    const __m256i lo =
+        _mm256_permute4x64_epi64(_mm256_packus_epi16(_mm256_and_si256(a, lo_mask), _mm256_and_si256(b, lo_mask)), 0xD8);
+    const __m256i hi =
+        _mm256_permute4x64_epi64(_mm256_packus_epi16(_mm256_srli_epi16(a, 8), _mm256_srli_epi16(b, 8)), 0xD8);
     for (int j = 0; j < width; j++) {
       const __m256i src = j < 8 ? lo : hi;
       // shifting 16-bit lanes left by 7 - (j % 8) puts bit j % 8 of each byte at that byte's top bit

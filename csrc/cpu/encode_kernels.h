@@ -13,10 +13,10 @@ namespace nz {
 // Per-symbol encoder constants. x / freq is a multiply by a 33-bit reciprocal (Granlund-Montgomery: exact for
 // every 32-bit x), several times faster than a hardware divide, which dominated encoding.
 struct EncSymbol {
-  uint64_t rcp;      // ceil(2^(32 + shift) / freq)
-  uint32_t shift;    // ceil(log2 freq)
+  uint64_t rcp;    // ceil(2^(32 + shift) / freq)
+  uint32_t shift;  // ceil(log2 freq)
   uint32_t freq, cum;
-  uint64_t x_max;    // renormalise when x >= freq << (32 - kProbBits)
+  uint64_t x_max;  // renormalise when x >= freq << (32 - kProbBits)
 };
 
 struct EncTables {
@@ -86,6 +86,6 @@ namespace enc_avx2 {
 bool available();
 extern const EncodeKernels kKernels;  // only valid where available()
 uint64_t division_mismatches();       // self-check of the double divide (tests): 0
-}
+}  // namespace enc_avx2
 
 }  // namespace nz

@@ -11,8 +11,8 @@ extern "C" {
 // total_items = sum of job_items(numel, grain). max_fields = largest field count of the batch's dtypes
 // (bf16/fp16: 2, fp32: 4). verify != 0 also checks every CRC (slower). Errors go to each job's error word.
 // variant: which decode kernel (0 .. nzg_decode_variant_count() - 1; csrc/cuda/NOTES.md), all bit-exact.
-int nzg_decode_batch(const void* jobs_dev, int n_jobs, uint64_t total_items, int max_fields, int verify,
-                     void* stream, int variant);
+int nzg_decode_batch(const void* jobs_dev, int n_jobs, uint64_t total_items, int max_fields, int verify, void* stream,
+                     int variant);
 int nzg_decode_variant_count();
 const char* nzg_decode_variant_name(int variant);
 

@@ -27,8 +27,9 @@ void* as_ptr(uintptr_t p) { return reinterpret_cast<void*>(p); }
 NzgEncodePlan plan_or_raise(uint64_t numel, int ndim, int dtype, int keep, uint32_t block, uint32_t chunk) {
   NzgEncodePlan p;
   if (nzg_encode_plan(numel, ndim, dtype, keep, block, chunk, &p) != 0)
-    throw std::invalid_argument("nzdist CUDA encode: unsupported parameters (dtype, ndim <= 16, mantissa bits, "
-                                "chunk_elems a multiple of 32 in 1024..16777216)");
+    throw std::invalid_argument(
+        "nzdist CUDA encode: unsupported parameters (dtype, ndim <= 16, mantissa bits, "
+        "chunk_elems a multiple of 32 in 1024..16777216)");
   return p;
 }
 
@@ -46,12 +47,14 @@ PYBIND11_MODULE(_cuda, m) {
   });
   m.def("describe_error", &describe, py::arg("code"), "'cudaErrorName (code): message' of a CUDA error code");
 
-  m.def("decode_batch", [](uintptr_t jobs, int n_jobs, uint64_t total_items, int max_fields, bool verify,
-                           uintptr_t stream, int variant) {
-    check(nzg_decode_batch(as_ptr(jobs), n_jobs, total_items, max_fields, verify ? 1 : 0, as_ptr(stream), variant),
-          "decode");
-  }, py::arg("jobs_ptr"), py::arg("n_jobs"), py::arg("total_items"), py::arg("max_fields"), py::arg("verify"),
-     py::arg("stream"), py::arg("variant") = 0);
+  m.def(
+      "decode_batch",
+      [](uintptr_t jobs, int n_jobs, uint64_t total_items, int max_fields, bool verify, uintptr_t stream, int variant) {
+        check(nzg_decode_batch(as_ptr(jobs), n_jobs, total_items, max_fields, verify ? 1 : 0, as_ptr(stream), variant),
+              "decode");
+      },
+      py::arg("jobs_ptr"), py::arg("n_jobs"), py::arg("total_items"), py::arg("max_fields"), py::arg("verify"),
+      py::arg("stream"), py::arg("variant") = 0);
 
   m.def("decode_variants", [] {
     py::list names;
@@ -77,14 +80,16 @@ PYBIND11_MODULE(_cuda, m) {
                            uint32_t block, uint32_t chunk, uintptr_t workspace, uintptr_t stream) {
     plan_or_raise(numel, int(shape.size()), dtype, keep, block, chunk);
     check(nzg_encode_stage(as_ptr(src), numel, shape.data(), int(shape.size()), dtype, keep, block, chunk,
-                           as_ptr(workspace), as_ptr(stream)), "encode");
+                           as_ptr(workspace), as_ptr(stream)),
+          "encode");
   });
 
-  m.def("encode_write", [](uintptr_t src, uint64_t numel, std::vector<int64_t> shape, int dtype, int keep,
-                           uint32_t block, uint32_t chunk, uintptr_t workspace, uintptr_t out, uint64_t total,
-                           uintptr_t stream) {
-    plan_or_raise(numel, int(shape.size()), dtype, keep, block, chunk);
-    check(nzg_encode_write(as_ptr(src), numel, shape.data(), int(shape.size()), dtype, keep, block, chunk,
-                           as_ptr(workspace), as_ptr(out), total, as_ptr(stream)), "encode");
-  });
+  m.def("encode_write",
+        [](uintptr_t src, uint64_t numel, std::vector<int64_t> shape, int dtype, int keep, uint32_t block,
+           uint32_t chunk, uintptr_t workspace, uintptr_t out, uint64_t total, uintptr_t stream) {
+          plan_or_raise(numel, int(shape.size()), dtype, keep, block, chunk);
+          check(nzg_encode_write(as_ptr(src), numel, shape.data(), int(shape.size()), dtype, keep, block, chunk,
+                                 as_ptr(workspace), as_ptr(out), total, as_ptr(stream)),
+                "encode");
+        });
 }

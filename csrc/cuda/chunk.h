@@ -189,11 +189,11 @@ NZ_HD int field_shift(const FieldRegs& r, int f) {
 }
 
 struct ChunkView {
-  const uint8_t* ch;      // chunk start
-  uint64_t size;          // chunk bytes (from the index)
-  uint64_t begin;         // first element
-  uint32_t n;             // elements
-  const uint8_t* norms;   // block normalisers or null
+  const uint8_t* ch;     // chunk start
+  uint64_t size;         // chunk bytes (from the index)
+  uint64_t begin;        // first element
+  uint32_t n;            // elements
+  const uint8_t* norms;  // block normalisers or null
 };
 
 struct PayloadCtx {
@@ -300,8 +300,7 @@ NZ_HD uint32_t decode_fields(const PayloadCtx& px, const ChunkView& cv, uint32_t
     if (n_used == 0 || n_used > (1u << fl.width[f])) return kErrTable;
     const uint64_t table_end = off + kFieldHeaderBytes + uint64_t(kTableEntryBytes) * n_used;
     if (table_end > size) return kErrChunk;
-    if (uint32_t e = build_table<W>(ch + off + kFieldHeaderBytes, n_used, fl.width[f], tabs.get(t)))
-      return e;
+    if (uint32_t e = build_table<W>(ch + off + kFieldHeaderBytes, n_used, fl.width[f], tabs.get(t))) return e;
     fhead[f] = ch + off;
     tix[f] = t++;
     off = align_up(table_end);
@@ -328,7 +327,7 @@ NZ_HD uint32_t decode_fields(const PayloadCtx& px, const ChunkView& cv, uint32_t
   // scalar loop order. The window's second half is loaded ~3 steps before it is needed.
   typename W::template Reg<uint32_t> x[NT], b0[NT], b1[NT];
   uint32_t pos[NT] = {}, base[NT] = {};
-NZ_UNROLL
+  NZ_UNROLL
   for (int f = 0; f < NT; f++) {
     if (f >= fl.n || !(mask >> f & 1)) continue;
     const uint8_t* words = fdata[f];
@@ -365,7 +364,7 @@ NZ_UNROLL
   };
   auto staged_planes = [&](int f) { return V == kV2 && f == 1 && !(mask >> f & 1) && fl.width[f] <= kStagedPlanes; };
   if (V == kV2) {
-NZ_UNROLL
+    NZ_UNROLL
     for (int f = 0; f < NT; f++) {
       if (f >= fl.n || (mask >> f & 1)) continue;
       if (fl.width[f] == 8)
@@ -384,7 +383,7 @@ NZ_UNROLL
     const uint32_t i0 = s * kLanes;
     typename W::template Reg<uint32_t> q;
     W::each([&](int l) { q[l] = 0; });
-NZ_UNROLL
+    NZ_UNROLL
     for (int f = 0; f < NT; f++) {
       if (f >= fl.n) continue;
       const int shift = fl.shift[f], width = fl.width[f];
@@ -424,14 +423,14 @@ NZ_UNROLL
       } else if (staged_planes(f)) {
         const uint32_t sub = s & 31u;
         if (sub == 0) {
-NZ_UNROLL
+          NZ_UNROLL
           for (int j = 0; j < kStagedPlanes; j++) {
             if (j >= width) break;
             W::each([&](int l) { pcur[j][l] = pnxt[j][l]; });
           }
           stage_planes(f, s / 32 + 1);
         }
-NZ_UNROLL
+        NZ_UNROLL
         for (int j = 0; j < kStagedPlanes; j++) {
           if (j >= width) break;
           const uint32_t w = W::bcast(pcur[j], int(sub));
@@ -466,7 +465,7 @@ NZ_UNROLL
   }
   uint32_t err = 0;
   if (W::ballot([&](int) { return norm_bad != 0; })) err |= kErrNorm;
-NZ_UNROLL
+  NZ_UNROLL
   for (int f = 0; f < NT; f++) {
     if (f >= fl.n || !(mask >> f & 1)) continue;
     if (pos[f] != nwords[f] || W::ballot([&](int l) { return x[f][l] != kRansL; })) err |= kErrStream;
@@ -477,15 +476,13 @@ NZ_UNROLL
 // One work item of a batched decode. tables: NT * 2048 u32 of warp-private (shared) memory; crc_table: 256
 // u32, needed only when verify is set (then chunk, header and index CRCs are checked as the CPU does).
 template <class W, int NT, int V, class Tables>
-NZ_HD void decode_item(const DecodeJob& job, uint64_t item, Tables& tables, const uint32_t* crc_table,
-                       bool verify) {
+NZ_HD void decode_item(const DecodeJob& job, uint64_t item, Tables& tables, const uint32_t* crc_table, bool verify) {
   const uint8_t* src = reinterpret_cast<const uint8_t*>(job.src);
   uint32_t* err = reinterpret_cast<uint32_t*>(job.err);
   HeaderFields h;
   uint32_t e = parse_head(src, job.src_len, h);
   if (!e && (h.dtype != job.dtype || h.numel != job.numel)) e = kErrMismatch;
-  if (!e && verify && item == 0 && header_crc(src, h.header_bytes, crc_table) != ld32(src + kOffHeaderCrc))
-    e = kErrCrc;
+  if (!e && verify && item == 0 && header_crc(src, h.header_bytes, crc_table) != ld32(src + kOffHeaderCrc)) e = kErrCrc;
   if (e) {
     if (item == 0) W::report(err, e);  // once per payload; every item stops here
     return;
@@ -560,10 +557,10 @@ NZ_HD void decode_item(const DecodeJob& job, uint64_t item, Tables& tables, cons
 struct EncodeCfg {
   uint64_t numel;
   uint64_t num_chunks;
-  uint64_t slot_bytes;     // staging bytes per chunk: the all-raw chunk size for chunk_elems elements
+  uint64_t slot_bytes;  // staging bytes per chunk: the all-raw chunk size for chunk_elems elements
   uint32_t chunk_elems;
-  uint32_t block_size;     // 0 = no normalisation
-  int32_t keep;            // kept mantissa bits (the dtype's full width when lossless)
+  uint32_t block_size;  // 0 = no normalisation
+  int32_t keep;         // kept mantissa bits (the dtype's full width when lossless)
   uint8_t dtype;
   uint8_t lossless;
   uint8_t ndim;
@@ -573,9 +570,9 @@ struct EncodeCfg {
 
 // Written by encode_chunk for the compaction kernel: where the chunk's pieces sit in its staging slot.
 struct ChunkMeta {
-  uint32_t size;            // final chunk bytes
-  uint32_t front;           // bytes [0, front) of the slot are final: header, coded headers+tables, raw fields
-  uint32_t mask;            // coded fields
+  uint32_t size;   // final chunk bytes
+  uint32_t front;  // bytes [0, front) of the slot are final: header, coded headers+tables, raw fields
+  uint32_t mask;   // coded fields
   uint32_t err;
   uint32_t stream_off[kMaxFields];  // slot offset of each coded field's word stream (2-byte aligned)
   uint32_t n_words[kMaxFields];
@@ -593,8 +590,8 @@ NZ_HD uint64_t raw_chunk_bytes(uint8_t dtype, int keep, uint32_t n) {
 
 // The encoder's configuration for one tensor (host side; the CUDA encoder and its host simulation share it).
 // False for parameters the format cannot hold.
-inline bool make_encode_cfg(uint64_t numel, const int64_t* shape, int ndim, int dtype, int keep,
-                            uint32_t block_size, uint32_t chunk_elems, EncodeCfg& cfg) {
+inline bool make_encode_cfg(uint64_t numel, const int64_t* shape, int ndim, int dtype, int keep, uint32_t block_size,
+                            uint32_t chunk_elems, EncodeCfg& cfg) {
   const DTypeInfo d = dtype_info(uint8_t(dtype));
   if (d.bits == 0 || ndim < 0 || ndim > int(kMaxNdim) || keep < 0 || keep > d.mant_bits) return false;
   if (!chunk_elems_ok(chunk_elems)) return false;
@@ -613,8 +610,8 @@ inline bool make_encode_cfg(uint64_t numel, const int64_t* shape, int ndim, int 
 }
 
 // q of element i (the CPU's encode_chunk quantisation): lossy rounding after block normalisation.
-NZ_HD uint32_t quantize(const EncodeCfg& cfg, const DTypeInfo& d, const uint8_t* src, const float* norms,
-                        uint64_t i, bool& nan_bad) {
+NZ_HD uint32_t quantize(const EncodeCfg& cfg, const DTypeInfo& d, const uint8_t* src, const float* norms, uint64_t i,
+                        bool& nan_bad) {
   uint32_t u = d.bits == 16 ? uint32_t(ld16(src + 2 * i)) : ld32(src + 4 * i);
   const int drop = d.mant_bits - cfg.keep;
   if (!cfg.lossless) {

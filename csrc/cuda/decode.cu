@@ -104,9 +104,12 @@ extern "C" int nzg_decode_batch(const void* jobs_dev, int n_jobs, uint64_t total
   const auto* jobs = static_cast<const DecodeJob*>(jobs_dev);
   auto s = static_cast<cudaStream_t>(stream);
   switch (variant) {
-    case 1: return int(launch_variant<kV2>(jobs, n_jobs, total_items, max_fields, verify, s));
-    case 2: return int(launch_variant<kV3>(jobs, n_jobs, total_items, max_fields, verify, s));
-    default: return int(launch_variant<kV1>(jobs, n_jobs, total_items, max_fields, verify, s));
+    case 1:
+      return int(launch_variant<kV2>(jobs, n_jobs, total_items, max_fields, verify, s));
+    case 2:
+      return int(launch_variant<kV3>(jobs, n_jobs, total_items, max_fields, verify, s));
+    default:
+      return int(launch_variant<kV1>(jobs, n_jobs, total_items, max_fields, verify, s));
   }
 }
 
@@ -120,4 +123,3 @@ extern "C" int nzg_device_count(int* count) {
   if (e != cudaSuccess) *count = 0;  // the runtime may leave garbage on failure
   return int(e);
 }
-

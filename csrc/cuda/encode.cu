@@ -65,8 +65,7 @@ __global__ void __launch_bounds__(kEncodeWarps * 32)
 
 // One block: exclusive scan of chunk sizes (offsets relative to the first chunk), error OR, payload layout.
 __global__ void __launch_bounds__(kScanThreads)
-    scan_kernel(EncodeCfg cfg, const ChunkMeta* __restrict__ meta, uint64_t* __restrict__ offsets,
-                EncodeStatus* st) {
+    scan_kernel(EncodeCfg cfg, const ChunkMeta* __restrict__ meta, uint64_t* __restrict__ offsets, EncodeStatus* st) {
   __shared__ uint64_t part[kScanThreads];
   __shared__ uint32_t err;
   const uint64_t nc = cfg.num_chunks;
@@ -167,7 +166,6 @@ __global__ void seal_kernel(uint8_t* out, const EncodeStatus* st) {
   st32(out + kOffHeaderCrc, header_crc(out, uint32_t(L.header_bytes), table));
 }
 
-
 uint64_t align256(uint64_t x) { return (x + 255) & ~uint64_t(255); }
 
 unsigned grid_for(uint64_t work, unsigned per_block, unsigned cap) {
@@ -181,8 +179,8 @@ unsigned grid_for(uint64_t work, unsigned per_block, unsigned cap) {
 
 using namespace nz::gpu;
 
-extern "C" int nzg_encode_plan(uint64_t numel, int ndim, int dtype, int keep, uint32_t block_size,
-                               uint32_t chunk_elems, NzgEncodePlan* plan) {
+extern "C" int nzg_encode_plan(uint64_t numel, int ndim, int dtype, int keep, uint32_t block_size, uint32_t chunk_elems,
+                               NzgEncodePlan* plan) {
   EncodeCfg cfg;
   if (!make_encode_cfg(numel, nullptr, ndim, dtype, keep, block_size, chunk_elems, cfg)) return -1;
   const uint64_t nb = block_size ? (numel + block_size - 1) / block_size : 0;
@@ -241,9 +239,9 @@ extern "C" int nzg_encode_write(const void* src, uint64_t numel, const int64_t* 
   auto* o = static_cast<uint8_t*>(out);
   const uint64_t work = cfg.num_chunks * 32 > numel ? cfg.num_chunks * 32 : numel;
   write_kernel<<<grid_for(work, 256, 65535), 256, 0, s>>>(
-      cfg, static_cast<const uint8_t*>(src), reinterpret_cast<const float*>(ws + plan.norms_off),
-      ws + plan.staging_off, reinterpret_cast<const ChunkMeta*>(ws + plan.meta_off),
-      reinterpret_cast<const uint64_t*>(ws + plan.offsets_off), st, o);
+      cfg, static_cast<const uint8_t*>(src), reinterpret_cast<const float*>(ws + plan.norms_off), ws + plan.staging_off,
+      reinterpret_cast<const ChunkMeta*>(ws + plan.meta_off), reinterpret_cast<const uint64_t*>(ws + plan.offsets_off),
+      st, o);
   crc_kernel<<<grid_for(total_bytes / kCrcPiece + 1, 256, 65535), 256, 0, s>>>(o, st);
   seal_kernel<<<1, 32, 0, s>>>(o, st);
   return int(cudaGetLastError());

@@ -14,9 +14,9 @@ namespace gpu {
 // [i*grain, (i+1)*grain): it decodes the chunks that start in that range (grain = the payload's chunk_elems gives
 // one chunk per item; any grain is correct, a wrong guess only costs speed).
 struct DecodeJob {
-  uint64_t src;         // payload (device address, 16-byte aligned)
-  uint64_t src_len;     // bytes readable at src (payloads may be followed by padding or the next payload)
-  uint64_t dst;         // destination elements (device address, element-aligned, contiguous)
+  uint64_t src;      // payload (device address, 16-byte aligned)
+  uint64_t src_len;  // bytes readable at src (payloads may be followed by padding or the next payload)
+  uint64_t dst;      // destination elements (device address, element-aligned, contiguous)
   uint64_t numel;
   uint64_t first_item;  // prefix sum of work items over the batch
   uint32_t grain;       // elements per work item

@@ -68,7 +68,9 @@ struct HostWarp {
     return o;
   }
   template <class T>
-  static T bcast(const Reg<T>& r, int src) { return r[src]; }
+  static T bcast(const Reg<T>& r, int src) {
+    return r[src];
+  }
   template <class T>
   static Reg<T> shfl_up1(const Reg<T>& r, T fill) {  // out[l] = r[l - 1], out[0] = fill
     Reg<T> o;
@@ -133,15 +135,21 @@ struct DeviceWarp {
   };
   static __device__ __forceinline__ int lane() { return int(threadIdx.x & 31u); }
   template <class F>
-  static __device__ __forceinline__ void each(F&& f) { f(lane()); }
+  static __device__ __forceinline__ void each(F&& f) {
+    f(lane());
+  }
   template <class F>
-  static __device__ __forceinline__ uint32_t ballot(F&& f) { return __ballot_sync(kFullMask, bool(f(lane()))); }
+  static __device__ __forceinline__ uint32_t ballot(F&& f) {
+    return __ballot_sync(kFullMask, bool(f(lane())));
+  }
   template <class T, class F>
   static __device__ __forceinline__ Reg<T> shfl(const Reg<T>& r, F&& src) {
     return Reg<T>{__shfl_sync(kFullMask, r.v, src(lane()) & 31)};
   }
   template <class T>
-  static __device__ __forceinline__ T bcast(const Reg<T>& r, int src) { return __shfl_sync(kFullMask, r.v, src); }
+  static __device__ __forceinline__ T bcast(const Reg<T>& r, int src) {
+    return __shfl_sync(kFullMask, r.v, src);
+  }
   template <class T>
   static __device__ __forceinline__ Reg<T> shfl_up1(const Reg<T>& r, T fill) {
     T v = __shfl_up_sync(kFullMask, r.v, 1);

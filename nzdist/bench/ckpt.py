@@ -43,8 +43,7 @@ def _corpus(tokenizer, n_seq: int, seq_len: int, seed: int) -> torch.Tensor:
         with open(f, encoding="utf-8", errors="ignore") as fh:
             lines += [ln.strip() for ln in fh if len(ln.strip()) > 40]
     rng.shuffle(lines)
-    enc = tokenizer(lines[:n_seq], padding="max_length", truncation=True, max_length=seq_len,
-                    return_tensors="pt")
+    enc = tokenizer(lines[:n_seq], padding="max_length", truncation=True, max_length=seq_len, return_tensors="pt")
     return enc["input_ids"], enc["attention_mask"]
 
 
@@ -108,8 +107,9 @@ def train_state(lr: float, steps: int, interval: int, batch: int = 8, seq_len: i
     return first, final, losses
 
 
-def restore_cycles(lr: float, steps: int, every: int, root: Path, codec, delta: bool, batch: int = 8,
-                   seq_len: int = 32, seed: int = 0) -> tuple[list[float], list[float]]:
+def restore_cycles(
+    lr: float, steps: int, every: int, root: Path, codec, delta: bool, batch: int = 8, seq_len: int = 32, seed: int = 0
+) -> tuple[list[float], list[float]]:
     """Train ``steps`` steps; if ``codec`` is given, every ``every`` steps save with it, rebuild model and
     optimizer from scratch (other init), load, continue. Returns (losses, save ratios)."""
     import nzdist.checkpoint as ckpt
@@ -123,8 +123,12 @@ def restore_cycles(lr: float, steps: int, every: int, root: Path, codec, delta: 
         losses.append(_contrastive_step(model, opt, ids[a], mask[a], g, tok.mask_token_id))
         if codec is not None and (i + 1) % every == 0 and i + 1 < steps:
             path = root / f"cycle{i + 1}"
-            res = ckpt.save({"model": model.state_dict(), "optim": opt.state_dict()}, path, codec=codec,
-                            previous=prev if delta else None)
+            res = ckpt.save(
+                {"model": model.state_dict(), "optim": opt.state_dict()},
+                path,
+                codec=codec,
+                previous=prev if delta else None,
+            )
             ratios.append(res.dense_bytes / res.stored_bytes)
             prev = path
             model, opt, _ = _build(lr, seed + 1 + i, dropout=False)
@@ -152,8 +156,10 @@ def _dir_bytes(p: Path) -> int:
 
 
 def _zeros(sd):
-    return {k: (_zeros(v) if isinstance(v, dict) else torch.zeros_like(v) if isinstance(v, torch.Tensor) else v)
-            for k, v in sd.items()}
+    return {
+        k: (_zeros(v) if isinstance(v, dict) else torch.zeros_like(v) if isinstance(v, torch.Tensor) else v)
+        for k, v in sd.items()
+    }
 
 
 def _exact(a, b) -> bool:
@@ -192,9 +198,19 @@ def bench_state(name, lr, first, final, root: Path, repeats: int) -> list[dict]:
 
     def row(method, path, write_s, read_s, exact, note=""):
         b = _dir_bytes(path)
-        rows.append({"state": name, "lr": lr, "method": method, "bytes": b, "ratio": dense / b,
-                     "write_GB/s": dense / write_s / 1e9, "read_GB/s": dense / read_s / 1e9 if read_s else "",
-                     "exact": exact, "note": note})
+        rows.append(
+            {
+                "state": name,
+                "lr": lr,
+                "method": method,
+                "bytes": b,
+                "ratio": dense / b,
+                "write_GB/s": dense / write_s / 1e9,
+                "read_GB/s": dense / read_s / 1e9 if read_s else "",
+                "exact": exact,
+                "note": note,
+            }
+        )
 
     def dcp_save(sd, path, ext=None):
         shutil.rmtree(path, ignore_errors=True)
@@ -287,8 +303,14 @@ def delta_methods(first, final, name, lr) -> list[dict]:
 
     base = dict(tensors(first))
     per_kind: dict[str, list[int]] = {}
-    sizes = {"nzdist lossless (full)": 0, "SUB+planes+zstd": 0, "XOR+planes+zstd": 0, "XOR+zstd (no planes)": 0,
-             "XOR+nzdist codec": 0, "AUTO (smaller of SUB, XOR+nzdist; used)": 0}
+    sizes = {
+        "nzdist lossless (full)": 0,
+        "SUB+planes+zstd": 0,
+        "XOR+planes+zstd": 0,
+        "XOR+zstd (no planes)": 0,
+        "XOR+nzdist codec": 0,
+        "AUTO (smaller of SUB, XOR+nzdist; used)": 0,
+    }
     dense = 0
     cctx = zstandard.ZstdCompressor(level=3)
     for k, v in tensors(final):
@@ -307,25 +329,35 @@ def delta_methods(first, final, name, lr) -> list[dict]:
         per_kind[kind][1] += nzdist.compress(v).nbytes
         per_kind[kind][2] += len(delta.encode(v, b, delta.AUTO))
     full = sizes["nzdist lossless (full)"]
-    rows = [{"state": name, "lr": lr, "encoding": m, "bytes": s, "ratio": dense / s, "vs_lossless": full / s}
-            for m, s in sizes.items()]
-    rows += [{"state": f"{name}/{kind}", "lr": lr, "encoding": "AUTO", "bytes": d, "ratio": n / d,
-              "vs_lossless": f / d} for kind, (n, f, d) in sorted(per_kind.items())]
+    rows = [
+        {"state": name, "lr": lr, "encoding": m, "bytes": s, "ratio": dense / s, "vs_lossless": full / s}
+        for m, s in sizes.items()
+    ]
+    rows += [
+        {"state": f"{name}/{kind}", "lr": lr, "encoding": "AUTO", "bytes": d, "ratio": n / d, "vs_lossless": f / d}
+        for kind, (n, f, d) in sorted(per_kind.items())
+    ]
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="nzdist bench ckpt", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="nzdist bench ckpt", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--lrs", default="3e-5,3e-4", help="comma-separated AdamW learning rates")
     ap.add_argument("--steps", type=int, default=4, help="training steps before the first save")
     ap.add_argument("--interval", type=int, default=1, help="training steps between the first and second save")
     ap.add_argument("--repeats", type=int, default=1, help="timed passes per row (best is reported)")
     ap.add_argument("--out", default="bench_results")
     ap.add_argument("--dir", default=None, help="where checkpoints are written (default: a temp dir)")
-    ap.add_argument("--cycles", type=int, default=0, metavar="STEPS",
-                    help="also train STEPS steps (first lr) with a Quantized() save -> fresh model -> load every "
-                         "STEPS/4 steps, full and delta, and compare the loss with an uninterrupted run")
+    ap.add_argument(
+        "--cycles",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="also train STEPS steps (first lr) with a Quantized() save -> fresh model -> load every "
+        "STEPS/4 steps, full and delta, and compare the loss with an uninterrupted run",
+    )
     ap.add_argument("--quick", action="store_true", help="one lr, 2+1 steps, 1 repeat (smoke test)")
     args = ap.parse_args(argv)
     lrs = [float(x) for x in args.lrs.split(",")]
@@ -339,8 +371,12 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             first, final, loss = train_state(lr, args.steps, args.interval)
             losses[lr] = loss
-            print(f"lr {lr:g}: trained {args.steps}+{args.interval} steps in {time.perf_counter() - t:.0f}s, "
-                  f"loss {loss[0]:.3f} -> {loss[-1]:.3f}", file=sys.stderr, flush=True)
+            print(
+                f"lr {lr:g}: trained {args.steps}+{args.interval} steps in {time.perf_counter() - t:.0f}s, "
+                f"loss {loss[0]:.3f} -> {loss[-1]:.3f}",
+                file=sys.stderr,
+                flush=True,
+            )
             bf16 = {k: v.bfloat16() if v.is_floating_point() else v for k, v in final["model"].items()}
             bf16_first = {k: v.bfloat16() if v.is_floating_point() else v for k, v in first["model"].items()}
             rows += bench_state("bf16-weights", lr, {"model": bf16_first}, {"model": bf16}, root, args.repeats)
@@ -354,21 +390,38 @@ def main(argv: list[str] | None = None) -> int:
             ref, _ = restore_cycles(lrs[0], args.cycles, every, root, None, False)
             tail = max(1, args.cycles // 5)
             for delta in (False, True):
-                got, ratios = restore_cycles(lrs[0], args.cycles, every, root / f"cyc{int(delta)}",
-                                             ckpt.Quantized(), delta)
+                got, ratios = restore_cycles(
+                    lrs[0], args.cycles, every, root / f"cyc{int(delta)}", ckpt.Quantized(), delta
+                )
                 final = (sum(got[-tail:]) - sum(ref[-tail:])) / sum(ref[-tail:])
                 worst = max(abs(a - b) / max(b, 1e-6) for a, b in zip(got[every:], ref[every:]))
-                cycles.append({"lr": lrs[0], "steps": args.cycles, "restore_every": every,
-                               "mode": "lossy delta" if delta else "lossy full",
-                               "ratios": [round(r, 1) for r in ratios],
-                               f"final_loss_change (last {tail})": final, "worst_step_change": worst,
-                               "ref_final_loss": sum(ref[-tail:]) / tail})
+                cycles.append(
+                    {
+                        "lr": lrs[0],
+                        "steps": args.cycles,
+                        "restore_every": every,
+                        "mode": "lossy delta" if delta else "lossy full",
+                        "ratios": [round(r, 1) for r in ratios],
+                        f"final_loss_change (last {tail})": final,
+                        "worst_step_change": worst,
+                        "ref_final_loss": sum(ref[-tail:]) / tail,
+                    }
+                )
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)
-    report("ckpt", rows, COLUMNS, out_dir=args.out,
-           extra={"args": vars(args), "losses": {str(k): v for k, v in losses.items()}, "delta_methods": drows,
-                  "restore_cycles": cycles})
+    report(
+        "ckpt",
+        rows,
+        COLUMNS,
+        out_dir=args.out,
+        extra={
+            "args": vars(args),
+            "losses": {str(k): v for k, v in losses.items()},
+            "delta_methods": drows,
+            "restore_cycles": cycles,
+        },
+    )
     if cycles:
         print()
         print(format_table(cycles, list(cycles[0])))

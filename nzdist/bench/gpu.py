@@ -30,8 +30,18 @@ import torch
 
 from .common import report
 
-COLUMNS = ["tensors", "method", "elems", "ratio", "ratio_vs_cpu", "decode_GBps", "decode_pct_copy", "encode_GBps",
-           "bit_exact", "note"]
+COLUMNS = [
+    "tensors",
+    "method",
+    "elems",
+    "ratio",
+    "ratio_vs_cpu",
+    "decode_GBps",
+    "decode_pct_copy",
+    "encode_GBps",
+    "bit_exact",
+    "note",
+]
 
 
 def _cuda_ms(fn, reps: int, warmup: int = 2) -> float:
@@ -81,10 +91,10 @@ def bench_copy(tensors: list[torch.Tensor], reps: int) -> float:
     return kernel_ms(lambda: [o.copy_(t) for o, t in zip(outs, tensors)], reps)
 
 
-def bench_nzdist(name: str, tensors: list[torch.Tensor], reps: int, copy_ms: float,
-                 variants: list[str]) -> list[dict]:
+def bench_nzdist(name: str, tensors: list[torch.Tensor], reps: int, copy_ms: float, variants: list[str]) -> list[dict]:
     """Encode (kernels only, then end to end), the CPU codec's bytes for comparison, and every decode variant."""
     import nzdist
+
     from ..codec import cuda
 
     dense = sum(t.numel() * 2 for t in tensors)
@@ -104,10 +114,16 @@ def bench_nzdist(name: str, tensors: list[torch.Tensor], reps: int, copy_ms: flo
     cpu_bytes = sum(c.numel() for c in cpu)
     same = all(torch.equal(c, p.cpu()) for c, p in zip(cpu, payloads))
     base = {"tensors": name, "elems": dense // 2, "ratio": dense / comp, "ratio_vs_cpu": cpu_bytes / comp - 1}
-    rows = [{**base, "method": "nzdist encode (stage + write kernels)",
-             "encode_GBps": _gbps(dense, stage_ms + write_ms), "bit_exact": same,
-             "note": f"payload bytes identical to CPU codec: {same}; end to end (one size read, allocation) "
-                     f"{_gbps(dense, wall_ms):.4g} GB/s"}]
+    rows = [
+        {
+            **base,
+            "method": "nzdist encode (stage + write kernels)",
+            "encode_GBps": _gbps(dense, stage_ms + write_ms),
+            "bit_exact": same,
+            "note": f"payload bytes identical to CPU codec: {same}; end to end (one size read, allocation) "
+            f"{_gbps(dense, wall_ms):.4g} GB/s",
+        }
+    ]
     for v in variants:
         outs = [torch.empty_like(t) for t in tensors]
         try:
@@ -116,13 +132,22 @@ def bench_nzdist(name: str, tensors: list[torch.Tensor], reps: int, copy_ms: flo
             for o in outs:
                 o.view(torch.int16).fill_(0x7FC1)  # poison: every element must be written again
             errors = dplan.launch()
-            exact = bool((errors == 0).all()) and all(torch.equal(o.view(torch.int16), t.view(torch.int16))
-                                                      for o, t in zip(outs, tensors))
+            exact = bool((errors == 0).all()) and all(
+                torch.equal(o.view(torch.int16), t.view(torch.int16)) for o, t in zip(outs, tensors)
+            )
         except RuntimeError as e:  # a variant that fails to launch is a row, not the end of the run
             rows.append({**base, "method": f"nzdist decode {v} (1 launch)", "note": f"failed: {e}"})
             continue
-        rows.append({**base, "method": f"nzdist decode {v} (1 launch)", "decode_GBps": _gbps(dense, dec_ms),
-                     "decode_pct_copy": 100 * copy_ms / dec_ms, "bit_exact": exact, "note": f"{dec_ms:.4g} ms"})
+        rows.append(
+            {
+                **base,
+                "method": f"nzdist decode {v} (1 launch)",
+                "decode_GBps": _gbps(dense, dec_ms),
+                "decode_pct_copy": 100 * copy_ms / dec_ms,
+                "bit_exact": exact,
+                "note": f"{dec_ms:.4g} ms",
+            }
+        )
     return rows
 
 
@@ -157,19 +182,28 @@ def bench_nvcomp(name: str, tensors: list[torch.Tensor], reps: int, copy_ms: flo
     torch.cuda.synchronize()
     exact = all(torch.equal(o.view(torch.int16), t.view(torch.int16)) for o, t in zip(outs, tensors))
     comp_bytes = sum(int(c.buffer_size) for c in comp) + sum(sm.numel() for _, sm in split)
-    return {"tensors": name, "method": "nvCOMP ANS(exponent) + merge", "elems": dense // 2, "ratio": dense / comp_bytes,
-            "bits_per_elem": 8 * comp_bytes / (dense // 2), "decode_GBps": _gbps(dense, dec_ms),
-            "decode_pct_copy": 100 * copy_ms / dec_ms, "encode_GBps": _gbps(dense, enc_ms), "bit_exact": exact,
-            "note": f"nvcomp {getattr(nvcomp, '__version__', '?')}"}
+    return {
+        "tensors": name,
+        "method": "nvCOMP ANS(exponent) + merge",
+        "elems": dense // 2,
+        "ratio": dense / comp_bytes,
+        "bits_per_elem": 8 * comp_bytes / (dense // 2),
+        "decode_GBps": _gbps(dense, dec_ms),
+        "decode_pct_copy": 100 * copy_ms / dec_ms,
+        "encode_GBps": _gbps(dense, enc_ms),
+        "bit_exact": exact,
+        "note": f"nvcomp {getattr(nvcomp, '__version__', '?')}",
+    }
 
 
 def bench_dfloat11(name: str, tensors: list[torch.Tensor], reps: int, copy_ms: float, max_elems: int) -> dict:
     """DFloat11's own GPU decoder (decode.ptx via CuPy). Its encoder is pure Python, so only a prefix of at most
     max_elems elements is encoded; GB/s are per decoded byte, comparable with the rows above."""
+    from importlib.resources import files
+
     import cupy
     import numpy as np
     from dfloat11 import dfloat11_utils as du
-    from importlib.resources import files
 
     flat = torch.cat([t.flatten() for t in tensors])[:max_elems].contiguous()
     n = flat.numel()
@@ -185,8 +219,17 @@ def bench_dfloat11(name: str, tensors: list[torch.Tensor], reps: int, copy_ms: f
     out = torch.empty(n, dtype=torch.bfloat16, device="cuda")
     blocks = math.ceil(encoded.numel() / (threads * bytes_per_thread))
     shared = threads * 4 + 4 + 2 * int(torch.diff(positions.to(torch.int64)).max())
-    args = [luts.data_ptr(), encoded.data_ptr(), sm.data_ptr(), positions.data_ptr(), gaps.data_ptr(),
-            out.data_ptr(), np.uint32(luts.shape[0]), np.uint32(encoded.numel()), np.uint32(n)]
+    args = [
+        luts.data_ptr(),
+        encoded.data_ptr(),
+        sm.data_ptr(),
+        positions.data_ptr(),
+        gaps.data_ptr(),
+        out.data_ptr(),
+        np.uint32(luts.shape[0]),
+        np.uint32(encoded.numel()),
+        np.uint32(n),
+    ]
 
     def decode():
         with cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
@@ -196,10 +239,18 @@ def bench_dfloat11(name: str, tensors: list[torch.Tensor], reps: int, copy_ms: f
     exact = torch.equal(out.view(torch.int16), flat.view(torch.int16))
     comp = encoded.numel() + sm.numel() + positions.numel() * 4 + gaps.numel() + luts.numel()
     frac = n / sum(t.numel() for t in tensors)
-    return {"tensors": name, "method": "DFloat11 decode.ptx", "elems": n, "ratio": 2 * n / comp,
-            "bits_per_elem": 8 * comp / n, "decode_GBps": _gbps(2 * n, dec_ms),
-            "decode_pct_copy": 100 * (copy_ms * frac) / dec_ms, "encode_GBps": _gbps(2 * n, enc_ms),
-            "bit_exact": exact, "note": f"prefix of {n} elements (pure-Python encoder)"}
+    return {
+        "tensors": name,
+        "method": "DFloat11 decode.ptx",
+        "elems": n,
+        "ratio": 2 * n / comp,
+        "bits_per_elem": 8 * comp / n,
+        "decode_GBps": _gbps(2 * n, dec_ms),
+        "decode_pct_copy": 100 * (copy_ms * frac) / dec_ms,
+        "encode_GBps": _gbps(2 * n, enc_ms),
+        "bit_exact": exact,
+        "note": f"prefix of {n} elements (pure-Python encoder)",
+    }
 
 
 def _skipped(name: str, method: str, why: str) -> dict:
@@ -207,15 +258,20 @@ def _skipped(name: str, method: str, why: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nzdist bench gpu", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="nzdist bench gpu", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--gib", type=float, default=1.0, help="size of the large bf16 tensor (default 1 GiB)")
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--variants", default="", help="decode variants to time, comma-separated (default: all)")
     parser.add_argument("--no-nvcomp", action="store_true")
     parser.add_argument("--no-dfloat11", action="store_true")
-    parser.add_argument("--df11-elems", type=int, default=1 << 20,
-                        help="elements DFloat11's (pure-Python) encoder is given (default 1Mi)")
+    parser.add_argument(
+        "--df11-elems",
+        type=int,
+        default=1 << 20,
+        help="elements DFloat11's (pure-Python) encoder is given (default 1Mi)",
+    )
     parser.add_argument("--out", "--out-dir", dest="out_dir", default="bench_results")
     args = parser.parse_args(argv)
 
@@ -237,9 +293,18 @@ def main(argv: list[str] | None = None) -> int:
     for k, (name, tensors) in enumerate(suites):
         copy_ms = bench_copy(tensors, args.reps)
         dense = sum(t.numel() * 2 for t in tensors)
-        rows.append({"tensors": name, "method": "D2D copy (ceiling)", "elems": dense // 2, "ratio": 1.0,
-                     "decode_GBps": _gbps(dense, copy_ms), "decode_pct_copy": 100.0, "bit_exact": True,
-                     "note": f"{copy_ms:.4g} ms"})
+        rows.append(
+            {
+                "tensors": name,
+                "method": "D2D copy (ceiling)",
+                "elems": dense // 2,
+                "ratio": 1.0,
+                "decode_GBps": _gbps(dense, copy_ms),
+                "decode_pct_copy": 100.0,
+                "bit_exact": True,
+                "note": f"{copy_ms:.4g} ms",
+            }
+        )
         ours = bench_nzdist(name, tensors, args.reps, copy_ms, variants)
         rows += ours
         best = max(r.get("decode_GBps", 0) for r in ours)
@@ -247,16 +312,26 @@ def main(argv: list[str] | None = None) -> int:
         if args.no_nvcomp:
             pass
         elif have_nvcomp:
-            baselines.append(("nvCOMP ANS(exponent) + merge",
-                              functools.partial(bench_nvcomp, name, tensors, args.reps, copy_ms)))
+            baselines.append(
+                ("nvCOMP ANS(exponent) + merge", functools.partial(bench_nvcomp, name, tensors, args.reps, copy_ms))
+            )
         else:
-            rows.append(_skipped(name, "nvCOMP ANS(exponent) + merge", "nvidia-nvcomp-cu13 not installed (carry "
-                                 "its wheel: csrc/cuda/NOTES.md, The device call)"))
+            rows.append(
+                _skipped(
+                    name,
+                    "nvCOMP ANS(exponent) + merge",
+                    "nvidia-nvcomp-cu13 not installed (carry its wheel: csrc/cuda/NOTES.md, The device call)",
+                )
+            )
         if args.no_dfloat11 or k > 0:  # its encoder is pure Python: one prefix, on the first suite only
             pass
         elif have_df11:
-            baselines.append(("DFloat11 decode.ptx", functools.partial(bench_dfloat11, name, tensors, args.reps,
-                                                                        copy_ms, args.df11_elems)))
+            baselines.append(
+                (
+                    "DFloat11 decode.ptx",
+                    functools.partial(bench_dfloat11, name, tensors, args.reps, copy_ms, args.df11_elems),
+                )
+            )
         else:
             rows.append(_skipped(name, "DFloat11 decode.ptx", "dfloat11 (and cupy) not installed (carry its wheel)"))
         for label, run in baselines:
@@ -267,9 +342,22 @@ def main(argv: list[str] | None = None) -> int:
                 row = {"tensors": name, "method": label, "note": f"not measured: {type(e).__name__}: {e}"}
             rows.append(row)
         baselines.clear()
-    report("gpu", rows, COLUMNS, out_dir=args.out_dir,
-           extra={"targets": {"decode_GBps": 1500, "encode_GBps": 500, "vs_dfloat11": 4, "vs_nvcomp": 10,
-                              "ratio_vs_cpu": 0.005}, "variants": variants})
+    report(
+        "gpu",
+        rows,
+        COLUMNS,
+        out_dir=args.out_dir,
+        extra={
+            "targets": {
+                "decode_GBps": 1500,
+                "encode_GBps": 500,
+                "vs_dfloat11": 4,
+                "vs_nvcomp": 10,
+                "ratio_vs_cpu": 0.005,
+            },
+            "variants": variants,
+        },
+    )
     return 0
 
 

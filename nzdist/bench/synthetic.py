@@ -60,12 +60,18 @@ def make_stats(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
             f0_cnt.append(h0[c, sym].to(torch.int32))
             f0_start.append(f0_start[-1] + sym.numel())
         f1_cnt.extend(h1.view(k, 1 << LOW_BITS).to(torch.int32))
-    return {"names": np.array(names), "ndims": np.array(ndims, np.int8), "dims": np.array(dims, np.int64),
-            "chunk_tensor": np.array(chunk_tensor, np.int16), "f0_start": np.array(f0_start, np.int32),
-            "f0_symbols": torch.cat(f0_sym).numpy().astype(np.uint16),
-            "f0_counts": torch.cat(f0_cnt).numpy().astype(np.uint32),
-            "f1_counts": torch.stack(f1_cnt).numpy().astype(np.uint32),
-            "chunk_elems": np.array(CHUNK_ELEMS), "low_bits": np.array(LOW_BITS)}
+    return {
+        "names": np.array(names),
+        "ndims": np.array(ndims, np.int8),
+        "dims": np.array(dims, np.int64),
+        "chunk_tensor": np.array(chunk_tensor, np.int16),
+        "f0_start": np.array(f0_start, np.int32),
+        "f0_symbols": torch.cat(f0_sym).numpy().astype(np.uint16),
+        "f0_counts": torch.cat(f0_cnt).numpy().astype(np.uint32),
+        "f1_counts": torch.stack(f1_cnt).numpy().astype(np.uint32),
+        "chunk_elems": np.array(CHUNK_ELEMS),
+        "low_bits": np.array(LOW_BITS),
+    }
 
 
 @lru_cache(maxsize=1)
@@ -79,10 +85,12 @@ def load_stats() -> dict[str, np.ndarray]:
 
 def _chunk_fields(stats: dict, c: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     a, b = int(stats["f0_start"][c]), int(stats["f0_start"][c + 1])
-    return (torch.from_numpy(stats["f0_symbols"][a:b].astype(np.int32)),
-            torch.from_numpy(stats["f0_counts"][a:b].astype(np.int64)),
-            torch.arange(1 << LOW_BITS, dtype=torch.int32),
-            torch.from_numpy(stats["f1_counts"][c].astype(np.int64)))
+    return (
+        torch.from_numpy(stats["f0_symbols"][a:b].astype(np.int32)),
+        torch.from_numpy(stats["f0_counts"][a:b].astype(np.int64)),
+        torch.arange(1 << LOW_BITS, dtype=torch.int32),
+        torch.from_numpy(stats["f1_counts"][c].astype(np.int64)),
+    )
 
 
 def _assemble(stats: dict, chunks: list[int], numel: int, device, gen: torch.Generator) -> torch.Tensor:
@@ -94,9 +102,9 @@ def _assemble(stats: dict, chunks: list[int], numel: int, device, gen: torch.Gen
         counts = torch.cat([p[i + 1] for p in parts]).to(device)
         flat = torch.repeat_interleave(vals, counts)  # chunk after chunk, each chunk's values sorted
         full = numel // CHUNK_ELEMS
-        head = flat[:full * CHUNK_ELEMS].view(full, CHUNK_ELEMS)
+        head = flat[: full * CHUNK_ELEMS].view(full, CHUNK_ELEMS)
         head = head[:, torch.randperm(CHUNK_ELEMS, device=device, generator=gen)]  # one order for all full chunks
-        tail = flat[full * CHUNK_ELEMS:]
+        tail = flat[full * CHUNK_ELEMS :]
         tail = tail[torch.randperm(tail.numel(), device=device, generator=gen)]
         fields.append(torch.cat([head.reshape(-1), tail]))
     u = (fields[0] << LOW_BITS) | fields[1]
@@ -113,7 +121,7 @@ def synthetic_minilm(device: str | torch.device = "cpu", seed: int = 0) -> list[
         by_tensor.setdefault(int(t), []).append(c)
     out, d = [], 0
     for t in range(len(stats["names"])):
-        shape = tuple(int(x) for x in dims[d:d + int(ndims[t])])
+        shape = tuple(int(x) for x in dims[d : d + int(ndims[t])])
         d += int(ndims[t])
         numel = int(np.prod(shape)) if shape else 1
         out.append(_assemble(stats, by_tensor[t], numel, device, gen).view(shape))
@@ -123,8 +131,11 @@ def synthetic_minilm(device: str | torch.device = "cpu", seed: int = 0) -> list[
 def synthetic_large(gib: float, device: str | torch.device = "cpu", seed: int = 1) -> torch.Tensor:
     """At least ``gib`` GiB of bf16 in whole chunks, chunk k holding MiniLM's k-th full chunk (cyclically)."""
     stats = load_stats()
-    full = [c for c in range(len(stats["chunk_tensor"]))
-            if int(stats["f0_counts"][stats["f0_start"][c]:stats["f0_start"][c + 1]].sum()) == CHUNK_ELEMS]
+    full = [
+        c
+        for c in range(len(stats["chunk_tensor"]))
+        if int(stats["f0_counts"][stats["f0_start"][c] : stats["f0_start"][c + 1]].sum()) == CHUNK_ELEMS
+    ]
     n_chunks = max(1, -(-int(gib * (1 << 30)) // (2 * CHUNK_ELEMS)))
     gen = torch.Generator(device=device).manual_seed(seed)
     pieces, step = [], 512  # chunks per piece: bounds the int64 temporaries
@@ -135,8 +146,11 @@ def synthetic_large(gib: float, device: str | torch.device = "cpu", seed: int = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nzdist.bench.synthetic", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m nzdist.bench.synthetic",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--write", action="store_true", help=f"regenerate {STATS.name} from the installed MiniLM")
     args = parser.parse_args(argv)
     if not args.write:

@@ -16,5 +16,17 @@ from .format import CheckpointError, ChecksumError
 from .lossy import Quantized
 from .storage import NzdistStorageReader, NzdistStorageWriter
 
-__all__ = ["save", "load", "delete", "dependents", "manifest", "SaveResult", "Quantized", "CheckpointError",
-           "ChecksumError", "CheckpointInUseError", "NzdistStorageWriter", "NzdistStorageReader"]
+__all__ = [
+    "save",
+    "load",
+    "delete",
+    "dependents",
+    "manifest",
+    "SaveResult",
+    "Quantized",
+    "CheckpointError",
+    "ChecksumError",
+    "CheckpointInUseError",
+    "NzdistStorageWriter",
+    "NzdistStorageReader",
+]

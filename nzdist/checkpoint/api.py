@@ -43,8 +43,16 @@ def _dcp_call():
             raise
 
 
-def save(state_dict: dict, path: str | os.PathLike, codec=None, previous: str | os.PathLike | None = None, *,
-         full_every: int = 8, overwrite: bool = True, process_group=None) -> SaveResult:
+def save(
+    state_dict: dict,
+    path: str | os.PathLike,
+    codec=None,
+    previous: str | os.PathLike | None = None,
+    *,
+    full_every: int = 8,
+    overwrite: bool = True,
+    process_group=None,
+) -> SaveResult:
     """Save ``state_dict`` (plain tensors, FSDP2 DTensors, optimizer state, any picklable values) to the
     directory ``path``; every rank of the group calls it with its own shards.
 
@@ -54,8 +62,9 @@ def save(state_dict: dict, path: str | os.PathLike, codec=None, previous: str | 
 
     >>> nzdist.checkpoint.save({"model": model.state_dict(), "optim": opt.state_dict()}, "ckpt/step100")
     """
-    writer = NzdistStorageWriter(path, codec=codec or nzcodec.Lossless(), previous=previous,
-                                 full_every=full_every, overwrite=overwrite)
+    writer = NzdistStorageWriter(
+        path, codec=codec or nzcodec.Lossless(), previous=previous, full_every=full_every, overwrite=overwrite
+    )
     with _dcp_call():
         md = dcp.save(state_dict, storage_writer=writer, process_group=process_group)
     recs = md.storage_data.values()
@@ -99,8 +108,10 @@ def delete(path: str | os.PathLike) -> None:
     _, man = read_metadata(path)
     live = dependents(path)
     if live:
-        raise CheckpointInUseError(f"refusing to delete {path}: delta checkpoint(s) {', '.join(live)} need it "
-                                   "as their base; delete those first")
+        raise CheckpointInUseError(
+            f"refusing to delete {path}: delta checkpoint(s) {', '.join(live)} need it "
+            "as their base; delete those first"
+        )
     if man.base is not None:  # drop our entry from the base's list of dependents
         for cand in (path / man.base.relative_path, Path(man.base.absolute_path)):
             entry = cand.resolve() / DEPENDENTS_DIR / f"{man.checkpoint_id}.json"

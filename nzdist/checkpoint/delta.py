@@ -61,8 +61,10 @@ def encode(new: torch.Tensor, base: torch.Tensor, method: int = AUTO, level: int
         b = encode(new, base, XOR_NZ, level)
         return a if len(a) <= len(b) else b
     if new.shape != base.shape or new.dtype != base.dtype:
-        raise ValueError(f"delta needs the same shape and dtype, got {tuple(new.shape)} {new.dtype} vs "
-                         f"{tuple(base.shape)} {base.dtype}")
+        raise ValueError(
+            f"delta needs the same shape and dtype, got {tuple(new.shape)} {new.dtype} vs "
+            f"{tuple(base.shape)} {base.dtype}"
+        )
     width = new.element_size()
     if width not in _UINT:
         raise TypeError(f"delta encodes 2- and 4-byte floats, not {new.dtype}")
@@ -96,12 +98,13 @@ def decode(payload, base: torch.Tensor, out: torch.Tensor | None = None) -> torc
         raise ValueError("delta payload truncated")
     method, width, numel = _HEAD.unpack_from(buf)
     if width != base.element_size() or numel != base.numel():
-        raise ValueError(f"delta payload is for {numel} elements of {width} bytes, base has {base.numel()} of "
-                         f"{base.element_size()}")
+        raise ValueError(
+            f"delta payload is for {numel} elements of {width} bytes, base has {base.numel()} of {base.element_size()}"
+        )
     if method == XOR_NZ:
         from nzdist.codec import CompressedTensor, decompress
 
-        ct = CompressedTensor.from_bytes(torch.frombuffer(bytearray(buf[_HEAD.size:]), dtype=torch.uint8))
+        ct = CompressedTensor.from_bytes(torch.frombuffer(bytearray(buf[_HEAD.size :]), dtype=torch.uint8))
         if ct.numel != numel or ct.dtype != base.dtype:
             raise ValueError("delta payload holds a tensor of another size or dtype")
         d = decompress(ct).view(-1).view(torch.uint8).numpy().view(_UINT[width])
@@ -117,7 +120,7 @@ def decode(payload, base: torch.Tensor, out: torch.Tensor | None = None) -> torc
             raise ValueError("delta payload truncated")
         (n,) = _LEN.unpack_from(buf, pos)
         pos += _LEN.size
-        raw = dctx.decompress(buf[pos:pos + n], max_output_size=numel) if numel else b""
+        raw = dctx.decompress(buf[pos : pos + n], max_output_size=numel) if numel else b""
         if len(raw) != numel:
             raise ValueError("delta plane has the wrong length")
         planes[:, i] = np.frombuffer(raw, dtype=np.uint8)

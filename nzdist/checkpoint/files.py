@@ -55,8 +55,10 @@ class Checkpoint:
         self.path = Path(path)
         self.metadata, self.manifest = read_metadata(self.path)
         if expect_id is not None and self.manifest.checkpoint_id != expect_id:
-            raise CheckpointError(f"{self.path} was replaced: a delta checkpoint needs checkpoint id {expect_id}, "
-                                  f"found {self.manifest.checkpoint_id}")
+            raise CheckpointError(
+                f"{self.path} was replaced: a delta checkpoint needs checkpoint id {expect_id}, "
+                f"found {self.manifest.checkpoint_id}"
+            )
         self._depth = _depth
         self._files: dict[str, object] = {}
         self._base: Checkpoint | None = None
@@ -89,8 +91,9 @@ class Checkpoint:
             expected = self.manifest.files.get(name, (None, None))[0]
             actual = p.stat().st_size
             if expected is not None and actual != expected:
-                raise ChecksumError(f"{p}: size {actual} bytes, the checkpoint recorded {expected} (truncated or "
-                                    "overwritten)")
+                raise ChecksumError(
+                    f"{p}: size {actual} bytes, the checkpoint recorded {expected} (truncated or overwritten)"
+                )
             f = self._files[name] = open(p, "rb", buffering=0)
         return f
 
@@ -102,8 +105,9 @@ class Checkpoint:
             rel = (self.path / ref.relative_path).resolve()
             cand = rel if (rel / METADATA_NAME).is_file() else Path(ref.absolute_path)
             if not (cand / METADATA_NAME).is_file():
-                raise CheckpointError(f"{self.path} is a delta checkpoint; its base {rel} (also looked at "
-                                      f"{ref.absolute_path}) is missing")
+                raise CheckpointError(
+                    f"{self.path} is a delta checkpoint; its base {rel} (also looked at {ref.absolute_path}) is missing"
+                )
             self._base = Checkpoint(cand, expect_id=ref.checkpoint_id, _depth=self._depth + 1)
         return self._base
 
@@ -122,11 +126,15 @@ class Checkpoint:
             f.seek(rec.offset)
             got = f.readinto(memoryview(buf.numpy()))
             if got != rec.length:
-                raise ChecksumError(f"{self.path / rec.relative_path}: truncated: record at offset {rec.offset} "
-                                    f"needs {rec.length} bytes, read {got}")
+                raise ChecksumError(
+                    f"{self.path / rec.relative_path}: truncated: record at offset {rec.offset} "
+                    f"needs {rec.length} bytes, read {got}"
+                )
         if zlib.crc32(buf.numpy()) != rec.crc32:
-            raise ChecksumError(f"{self.path / rec.relative_path}: checksum mismatch in the record at offset "
-                                f"{rec.offset} ({rec.length} bytes): file corrupted")
+            raise ChecksumError(
+                f"{self.path / rec.relative_path}: checksum mismatch in the record at offset "
+                f"{rec.offset} ({rec.length} bytes): file corrupted"
+            )
         return buf
 
     def read_bytes(self, index: MetadataIndex) -> bytes:

@@ -87,13 +87,15 @@ def unpack_metadata(buf: bytes, name: str) -> dict:
     magic, crc, length = _HEADER.unpack_from(buf)
     if magic != MAGIC:
         raise CheckpointError(f"{name}: not an nzdist checkpoint metadata file (magic {magic!r})")
-    body = memoryview(buf)[_HEADER.size:]
+    body = memoryview(buf)[_HEADER.size :]
     if len(body) != length:
         raise ChecksumError(f"{name}: truncated or padded: body is {len(body)} bytes, header says {length}")
     if zlib.crc32(body) != crc:
         raise ChecksumError(f"{name}: checksum mismatch (file corrupted)")
     payload = pickle.loads(body)
     if payload["manifest"].format_version > FORMAT_VERSION:
-        raise CheckpointError(f"{name}: format version {payload['manifest'].format_version} is newer than "
-                              f"this nzdist reads ({FORMAT_VERSION})")
+        raise CheckpointError(
+            f"{name}: format version {payload['manifest'].format_version} is newer than "
+            f"this nzdist reads ({FORMAT_VERSION})"
+        )
     return payload

@@ -60,8 +60,9 @@ class Quantized:
             if not isinstance(v, int) or not 2 <= v <= 16:
                 raise ValueError(f"{name} must be an int in 2..16, got {v!r}")
         if not isinstance(self.exp_avg_sq_steps_per_octave, int) or not 1 <= self.exp_avg_sq_steps_per_octave <= 64:
-            raise ValueError(f"exp_avg_sq_steps_per_octave must be an int in 1..64, got "
-                             f"{self.exp_avg_sq_steps_per_octave!r}")
+            raise ValueError(
+                f"exp_avg_sq_steps_per_octave must be an int in 1..64, got {self.exp_avg_sq_steps_per_octave!r}"
+            )
         if self.weight_delta_step not in ("change", "value"):
             raise ValueError(f'weight_delta_step must be "change" or "value", got {self.weight_delta_step!r}')
         if not isinstance(self.block_size, int) or not 16 <= self.block_size <= (1 << 20):
@@ -141,9 +142,9 @@ def encode(x: torch.Tensor, kind: str, cfg: Quantized, ref: torch.Tensor | None 
 
 def _log_codes(v: torch.Tensor, k: int) -> torch.Tensor:
     zero = math.floor(k * _ZERO_EXP)
-    lg = torch.log2(v.clamp_min(2.0 ** _ZERO_EXP))
+    lg = torch.log2(v.clamp_min(2.0**_ZERO_EXP))
     c = torch.round(lg * k).to(torch.int64)
-    return torch.where(v <= 2.0 ** _ZERO_EXP, torch.full_like(c, zero), c)
+    return torch.where(v <= 2.0**_ZERO_EXP, torch.full_like(c, zero), c)
 
 
 def decode(payload, shape: torch.Size, dtype: torch.dtype, ref: torch.Tensor | None = None) -> torch.Tensor:
@@ -162,7 +163,7 @@ def decode(payload, shape: torch.Size, dtype: torch.dtype, ref: torch.Tensor | N
         nonlocal pos
         (m,) = _LEN.unpack_from(buf, pos)
         pos += _LEN.size
-        data = dctx.decompress(buf[pos:pos + m], max_output_size=limit)
+        data = dctx.decompress(buf[pos : pos + m], max_output_size=limit)
         pos += m
         return data
 

@@ -65,14 +65,21 @@ def _bit_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype and torch.equal(_raw(a), _raw(b))
 
 
-def decode(encoding: str, data: torch.Tensor, dtype: torch.dtype, shape: torch.Size,
-           base: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
+def decode(
+    encoding: str,
+    data: torch.Tensor,
+    dtype: torch.dtype,
+    shape: torch.Size,
+    base: torch.Tensor | None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Inverse of :func:`encode`. ``data`` is the record as a 1-D uint8 tensor; writes into ``out`` when given."""
     if encoding == "raw":
         esize = torch.empty(0, dtype=dtype).element_size()
         if data.numel() != shape.numel() * esize:
-            raise ValueError(f"raw record holds {data.numel()} bytes, {tuple(shape)} {dtype} needs "
-                             f"{shape.numel() * esize}")
+            raise ValueError(
+                f"raw record holds {data.numel()} bytes, {tuple(shape)} {dtype} needs {shape.numel() * esize}"
+            )
         t = data.view(dtype).view(shape) if shape.numel() else torch.empty(shape, dtype=dtype)
     elif encoding == "nz":
         ct = nzcodec.CompressedTensor.from_bytes(data)

@@ -23,8 +23,14 @@ from typing import Any
 import torch
 from torch.distributed._shard._utils import narrow_tensor_by_index
 from torch.distributed.checkpoint.metadata import Metadata, MetadataIndex
-from torch.distributed.checkpoint.planner import (LoadItemType, LoadPlan, LoadPlanner, SavePlan, SavePlanner,
-                                                  WriteItemType)
+from torch.distributed.checkpoint.planner import (
+    LoadItemType,
+    LoadPlan,
+    LoadPlanner,
+    SavePlan,
+    SavePlanner,
+    WriteItemType,
+)
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
 from torch.futures import Future
 
@@ -32,8 +38,7 @@ import nzdist.codec as nzcodec
 
 from . import atomic, records
 from .files import Checkpoint, CheckpointInUseError, live_dependents, read_metadata
-from .format import (DATA_SUFFIX, DEPENDENTS_DIR, MAGIC, METADATA_NAME, BaseRef, Manifest, Record,
-                     pack_metadata)
+from .format import DATA_SUFFIX, DEPENDENTS_DIR, MAGIC, METADATA_NAME, BaseRef, Manifest, Record, pack_metadata
 
 _FILE_KEY = "\x00nzdist-file:"  # WriteResult index of a per-file summary; never a real state-dict key
 
@@ -52,8 +57,15 @@ class NzdistStorageWriter(StorageWriter):
     delta chain behind ``previous`` already holds ``full_every - 1`` deltas, write a full checkpoint instead.
     """
 
-    def __init__(self, path: str | os.PathLike, codec=None, previous: str | os.PathLike | None = None,
-                 full_every: int = 8, overwrite: bool = True, sync_files: bool = True):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        codec=None,
+        previous: str | os.PathLike | None = None,
+        full_every: int = 8,
+        overwrite: bool = True,
+        sync_files: bool = True,
+    ):
         super().__init__()
         if not isinstance(full_every, int) or full_every < 1:
             raise ValueError(f"full_every must be a positive int, got {full_every!r}")
@@ -91,8 +103,9 @@ class NzdistStorageWriter(StorageWriter):
             if (self.path / METADATA_NAME).is_file():
                 live = live_dependents(self.path)
                 if live:
-                    raise CheckpointInUseError(f"refusing to replace {self.path}: delta checkpoint(s) "
-                                               f"{', '.join(live)} need it as their base")
+                    raise CheckpointInUseError(
+                        f"refusing to replace {self.path}: delta checkpoint(s) {', '.join(live)} need it as their base"
+                    )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic.remove_stale_temps(self.path)
         self._tmp = atomic.temp_dir_for(self.path, self.save_id[:12])
@@ -103,8 +116,10 @@ class NzdistStorageWriter(StorageWriter):
             if man.chain_depth + 1 < self.full_every:
                 self._base = (self.previous, man)
         base_path = str(self._base[0]) if self._base else None
-        return [dataclasses.replace(p, storage_data=_RankPlan(f"__{i}_", str(self._tmp), base_path))
-                for i, p in enumerate(plans)]
+        return [
+            dataclasses.replace(p, storage_data=_RankPlan(f"__{i}_", str(self._tmp), base_path))
+            for i, p in enumerate(plans)
+        ]
 
     def write_data(self, plan: SavePlan, planner: SavePlanner) -> Future[list[WriteResult]]:
         rp: _RankPlan = plan.storage_data
@@ -118,20 +133,29 @@ class NzdistStorageWriter(StorageWriter):
                     data = planner.resolve_data(item)
                     if item.type == WriteItemType.BYTE_IO:
                         enc, kind = "raw", "other"
-                        payload = torch.frombuffer(bytearray(data.getbuffer()), dtype=torch.uint8) \
-                            if data.getbuffer().nbytes else torch.empty(0, dtype=torch.uint8)
+                        payload = (
+                            torch.frombuffer(bytearray(data.getbuffer()), dtype=torch.uint8)
+                            if data.getbuffer().nbytes
+                            else torch.empty(0, dtype=torch.uint8)
+                        )
                         dense = payload.numel()
                     else:
                         t = data.detach().cpu()
-                        enc, payload, kind = records.encode(t, item.index.fqn, self.codec,
-                                                            _base_item(base, item.index, t))
+                        enc, payload, kind = records.encode(
+                            t, item.index.fqn, self.codec, _base_item(base, item.index, t)
+                        )
                         dense = t.numel() * t.element_size()
                     buf = payload.numpy()
                     crc = zlib.crc32(buf)
                     f.write(buf)
                     file_crc = zlib.crc32(buf, file_crc)
-                    results.append(WriteResult(index=item.index, size_in_bytes=len(buf), storage_data=Record(
-                        name, offset, len(buf), crc, enc, dense, kind)))
+                    results.append(
+                        WriteResult(
+                            index=item.index,
+                            size_in_bytes=len(buf),
+                            storage_data=Record(name, offset, len(buf), crc, enc, dense, kind),
+                        )
+                    )
                     offset += len(buf)
                 f.flush()
                 if self.sync_files:
@@ -139,8 +163,9 @@ class NzdistStorageWriter(StorageWriter):
         finally:
             if base is not None:
                 base.close()
-        results.append(WriteResult(index=MetadataIndex(_FILE_KEY + name), size_in_bytes=offset,
-                                   storage_data=(offset, file_crc)))
+        results.append(
+            WriteResult(index=MetadataIndex(_FILE_KEY + name), size_in_bytes=offset, storage_data=(offset, file_crc))
+        )
         fut: Future[list[WriteResult]] = Future()
         fut.set_result(results)
         return fut
@@ -150,7 +175,7 @@ class NzdistStorageWriter(StorageWriter):
         files: dict[str, tuple[int, int]] = {}
         for wr in (w for rank in results for w in rank):
             if wr.index.fqn.startswith(_FILE_KEY):
-                files[wr.index.fqn[len(_FILE_KEY):]] = wr.storage_data
+                files[wr.index.fqn[len(_FILE_KEY) :]] = wr.storage_data
             else:
                 storage[wr.index] = wr.storage_data
         metadata.storage_data = storage
@@ -162,8 +187,9 @@ class NzdistStorageWriter(StorageWriter):
             bpath, bman = self._base
             base_ref = BaseRef(os.path.relpath(bpath, self.path), str(bpath), bman.checkpoint_id)
             depth = bman.chain_depth + 1
-        manifest = Manifest(checkpoint_id=self.save_id, codec=repr(self.codec), base=base_ref,
-                            chain_depth=depth, files=files)
+        manifest = Manifest(
+            checkpoint_id=self.save_id, codec=repr(self.codec), base=base_ref, chain_depth=depth, files=files
+        )
         atomic.write_file(self._tmp / METADATA_NAME, pack_metadata({"dcp": metadata, "manifest": manifest}))
         if self._base is not None:
             _register_dependent(self._base[0], self.path, self.save_id)
@@ -253,8 +279,12 @@ class NzdistStorageReader(StorageReader):
                 dtype, shape = info
                 if len(reqs) == 1 and tuple(reqs[0].lengths) == tuple(shape):
                     target = planner.resolve_tensor(reqs[0]).detach()
-                    if (target.shape == shape and target.dtype == dtype and target.is_contiguous()
-                            and target.device.type == "cpu"):
+                    if (
+                        target.shape == shape
+                        and target.dtype == dtype
+                        and target.is_contiguous()
+                        and target.device.type == "cpu"
+                    ):
                         ckpt.read_tensor(sidx, out=target)  # decode straight into the destination
                         planner.commit_tensor(reqs[0], target)
                         continue

@@ -15,8 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="nzdist", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("stats", help="bits/element per codec vs the order-0 entropy bound, per tensor",
-                   add_help=False)
+    sub.add_parser("stats", help="bits/element per codec vs the order-0 entropy bound, per tensor", add_help=False)
     b = sub.add_parser("bench", help="benchmarks: " + ", ".join(BENCHES), add_help=False)
     b.add_argument("name", choices=BENCHES)
     sub.add_parser("ckpt", help="inspect or convert compressed checkpoints", add_help=False)
@@ -26,8 +25,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "bench":
         module = importlib.import_module(f"nzdist.bench.{args.name}")
     else:
-        module = importlib.import_module({"stats": "nzdist.cli.stats", "ckpt": "nzdist.cli.ckpt",
-                                          "demo": "nzdist.cli.demo", "train": "nzdist.launch.main"}[args.cmd])
+        module = importlib.import_module(
+            {
+                "stats": "nzdist.cli.stats",
+                "ckpt": "nzdist.cli.ckpt",
+                "demo": "nzdist.cli.demo",
+                "train": "nzdist.launch.main",
+            }[args.cmd]
+        )
     return int(module.main(rest) or 0)
 
 

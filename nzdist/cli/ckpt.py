@@ -1,7 +1,7 @@
 """``nzdist ckpt``: look inside nzdist checkpoints and convert them back to standard formats.
 
-    nzdist ckpt inspect PATH [--verify] [--all]       sizes and ratio per tensor and per kind, delta chain
-    nzdist ckpt convert PATH OUT --dense [--format dcp|safetensors]
+nzdist ckpt inspect PATH [--verify] [--all]       sizes and ratio per tensor and per kind, delta chain
+nzdist ckpt convert PATH OUT --dense [--format dcp|safetensors]
 """
 
 from __future__ import annotations
@@ -31,17 +31,21 @@ def inspect(path: str, verify: bool = False, show_all: bool = False, out=sys.std
 
     with Checkpoint(path) as ck:
         man = ck.manifest
-        print(f"checkpoint {ck.path}\n  id {man.checkpoint_id}  codec {man.codec}  format v{man.format_version}",
-              file=out)
+        print(
+            f"checkpoint {ck.path}\n  id {man.checkpoint_id}  codec {man.codec}  format v{man.format_version}", file=out
+        )
         chain = []
         c = ck
         while c.manifest.base is not None:
             c = c.base()
             chain.append(str(c.path))
-        print(f"  {'delta, chain depth ' + str(man.chain_depth) + ': ' + ' <- '.join(chain) if chain else 'full'}",
-              file=out)
-        per_tensor: dict[str, dict] = defaultdict(lambda: {"dense": 0, "stored": 0, "enc": set(), "kind": "",
-                                                           "chunks": 0})
+        print(
+            f"  {'delta, chain depth ' + str(man.chain_depth) + ': ' + ' <- '.join(chain) if chain else 'full'}",
+            file=out,
+        )
+        per_tensor: dict[str, dict] = defaultdict(
+            lambda: {"dense": 0, "stored": 0, "enc": set(), "kind": "", "chunks": 0}
+        )
         for idx, rec in ck.metadata.storage_data.items():
             row = per_tensor[idx.fqn]
             row["dense"] += rec.dense_nbytes
@@ -49,12 +53,23 @@ def inspect(path: str, verify: bool = False, show_all: bool = False, out=sys.std
             row["enc"].add(rec.encoding)
             row["kind"] = rec.kind
             row["chunks"] += 1
-        dtypes = {fqn: str(getattr(getattr(md, "properties", None), "dtype", "object")).replace("torch.", "")
-                  for fqn, md in ck.metadata.state_dict_metadata.items()}
-        rows = [{"tensor": fqn, "kind": r["kind"], "dtype": dtypes.get(fqn, "?"), "chunks": r["chunks"],
-                 "encoding": "+".join(sorted(r["enc"])), "dense": _fmt_bytes(r["dense"]),
-                 "stored": _fmt_bytes(r["stored"]), "ratio": r["dense"] / r["stored"] if r["stored"] else
-                 float("inf")} for fqn, r in sorted(per_tensor.items())]
+        dtypes = {
+            fqn: str(getattr(getattr(md, "properties", None), "dtype", "object")).replace("torch.", "")
+            for fqn, md in ck.metadata.state_dict_metadata.items()
+        }
+        rows = [
+            {
+                "tensor": fqn,
+                "kind": r["kind"],
+                "dtype": dtypes.get(fqn, "?"),
+                "chunks": r["chunks"],
+                "encoding": "+".join(sorted(r["enc"])),
+                "dense": _fmt_bytes(r["dense"]),
+                "stored": _fmt_bytes(r["stored"]),
+                "ratio": r["dense"] / r["stored"] if r["stored"] else float("inf"),
+            }
+            for fqn, r in sorted(per_tensor.items())
+        ]
         cols = ["tensor", "kind", "dtype", "chunks", "encoding", "dense", "stored", "ratio"]
         big = sorted(rows, key=lambda r: -per_tensor[r["tensor"]]["dense"])
         shown = rows if show_all else sorted(big[:25], key=lambda r: r["tensor"])
@@ -68,15 +83,31 @@ def inspect(path: str, verify: bool = False, show_all: bool = False, out=sys.std
             k[1] += r["stored"]
         dense = sum(v[0] for v in kinds.values())
         stored = sum(v[1] for v in kinds.values())
-        summary = [{"kind": k, "dtype": d, "dense": _fmt_bytes(a), "stored": _fmt_bytes(b),
-                    "ratio": a / b if b else float("inf")} for (k, d), (a, b) in sorted(kinds.items())]
-        summary.append({"kind": "TOTAL", "dtype": "", "dense": _fmt_bytes(dense), "stored": _fmt_bytes(stored),
-                        "ratio": dense / stored if stored else float("inf")})
+        summary = [
+            {
+                "kind": k,
+                "dtype": d,
+                "dense": _fmt_bytes(a),
+                "stored": _fmt_bytes(b),
+                "ratio": a / b if b else float("inf"),
+            }
+            for (k, d), (a, b) in sorted(kinds.items())
+        ]
+        summary.append(
+            {
+                "kind": "TOTAL",
+                "dtype": "",
+                "dense": _fmt_bytes(dense),
+                "stored": _fmt_bytes(stored),
+                "ratio": dense / stored if stored else float("inf"),
+            }
+        )
         print(format_table(summary, ["kind", "dtype", "dense", "stored", "ratio"]), file=out)
         if verify:
             recs = list(ck.metadata.storage_data.items())
-            with tqdm(total=sum(r.length for _, r in recs), unit="B", unit_scale=True, desc="verify",
-                      file=sys.stderr) as bar:
+            with tqdm(
+                total=sum(r.length for _, r in recs), unit="B", unit_scale=True, desc="verify", file=sys.stderr
+            ) as bar:
                 for idx, rec in recs:
                     if ck.chunk_info(idx) is not None:
                         ck.read_tensor(idx)  # checks the crc of this record and of its chain, and decodes it
@@ -90,8 +121,11 @@ def inspect(path: str, verify: bool = False, show_all: bool = False, out=sys.std
                         got = zlib.crc32(chunk, got)
                 if got != crc:
                     raise ChecksumError(f"{ck.path / name}: whole-file checksum mismatch (file corrupted)")
-            print(f"verified {len(recs)} records and {len(man.files)} data files: all checksums match and every "
-                  "record decodes", file=out)
+            print(
+                f"verified {len(recs)} records and {len(man.files)} data files: all checksums match and every "
+                "record decodes",
+                file=out,
+            )
         return {"dense": dense, "stored": stored, "tensors": len(rows)}
 
 
@@ -139,13 +173,17 @@ def convert(path: str, out: str, fmt: str = "dcp") -> None:
         save_file(flat, out, metadata={"nzdist.skipped_non_tensor_keys": ",".join(skipped)})
         bar.update(1)
     if skipped:
-        print(f"safetensors holds tensors only; {len(skipped)} non-tensor entries left out: "
-              f"{', '.join(skipped[:8])}{' ...' if len(skipped) > 8 else ''}", file=sys.stderr)
+        print(
+            f"safetensors holds tensors only; {len(skipped)} non-tensor entries left out: "
+            f"{', '.join(skipped[:8])}{' ...' if len(skipped) > 8 else ''}",
+            file=sys.stderr,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nzdist ckpt", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="nzdist ckpt", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("inspect", help="sizes and ratios per tensor and per kind")
     p.add_argument("path")
@@ -154,10 +192,18 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("convert", help="write a dense standard checkpoint")
     c.add_argument("path")
     c.add_argument("out")
-    c.add_argument("--dense", action="store_true", required=True,
-                   help="decode to dense tensors (the only conversion there is; required to say so)")
-    c.add_argument("--format", choices=("dcp", "safetensors"), default=None,
-                   help="default: safetensors when OUT ends in .safetensors, else a DCP directory")
+    c.add_argument(
+        "--dense",
+        action="store_true",
+        required=True,
+        help="decode to dense tensors (the only conversion there is; required to say so)",
+    )
+    c.add_argument(
+        "--format",
+        choices=("dcp", "safetensors"),
+        default=None,
+        help="default: safetensors when OUT ends in .safetensors, else a DCP directory",
+    )
     args = parser.parse_args(argv)
     try:
         if args.cmd == "inspect":

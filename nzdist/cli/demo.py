@@ -30,17 +30,20 @@ def compress_weights(path: Path) -> None:
         packed = sum(ct.nbytes for ct in cts)
         numel = sum(t.numel() for t in tensors)
         name = str(tensors[0].dtype).removeprefix("torch.")
-        print(f"  {len(tensors)} tensors, {numel / 1e6:.1f}M weights as {name}: {dense / 2**20:.1f} MiB -> "
-              f"{packed / 2**20:.1f} MiB, ratio {dense / packed:.3f}, {8 * packed / numel:.3f} bits/weight, "
-              f"encode {dense / (t1 - t0) / 1e9:.2f} GB/s, decode {dense / (t2 - t1) / 1e9:.2f} GB/s, "
-              f"bit-exact: {exact}")
+        print(
+            f"  {len(tensors)} tensors, {numel / 1e6:.1f}M weights as {name}: {dense / 2**20:.1f} MiB -> "
+            f"{packed / 2**20:.1f} MiB, ratio {dense / packed:.3f}, {8 * packed / numel:.3f} bits/weight, "
+            f"encode {dense / (t1 - t0) / 1e9:.2f} GB/s, decode {dense / (t2 - t1) / 1e9:.2f} GB/s, "
+            f"bit-exact: {exact}"
+        )
         if not exact:
             raise RuntimeError("nzdist round trip was not bit-exact")
 
 
 def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.shape == b.shape and torch.equal(a.contiguous().reshape(-1).view(torch.uint8),
-                                              b.contiguous().reshape(-1).view(torch.uint8))
+    return a.shape == b.shape and torch.equal(
+        a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--full", action="store_true", help="run the full codec benchmark instead of --quick")
     args = p.parse_args(argv)
 
-    from nzdist.cli import stats
     from nzdist.bench import codec as bench_codec
+    from nzdist.cli import stats
     from nzdist.experiments.weights import minilm_safetensors
 
     try:

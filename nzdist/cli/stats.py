@@ -31,8 +31,10 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 FLOAT_FORMATS = {torch.bfloat16: (8, 7), torch.float16: (5, 10), torch.float32: (8, 23)}
 _UINT = {2: (torch.int16, np.uint16), 4: (torch.int32, np.uint32)}
 _COUNT_BLOCK = 1 << 23  # elements per bincount call: bounds the int64 temporaries numpy makes to 64 MiB
-MANTISSA_METHOD = ("plug-in entropy of the whole mantissa when it has <= 16 bits; for wider mantissas the sum of "
-                   "the plug-in entropies of its top (M-16) bits and its two low bytes")
+MANTISSA_METHOD = (
+    "plug-in entropy of the whole mantissa when it has <= 16 bits; for wider mantissas the sum of "
+    "the plug-in entropies of its top (M-16) bits and its two low bytes"
+)
 
 
 def _entropy(counts: np.ndarray) -> float:
@@ -80,7 +82,7 @@ def split_entropy(t: torch.Tensor) -> SplitEntropy:
     top = np.zeros(1 << 16, dtype=np.int64)
     lows = [np.zeros(256, dtype=np.int64) for _ in range(low_bits // 8)]
     for i in range(0, n, _COUNT_BLOCK):
-        block = u[i:i + _COUNT_BLOCK]
+        block = u[i : i + _COUNT_BLOCK]
         top += np.bincount(block >> low_bits if low_bits else block, minlength=1 << 16)
         for j, hist in enumerate(lows):
             hist += np.bincount(((block >> (8 * j)) & 0xFF).astype(np.uint8), minlength=256)
@@ -112,15 +114,17 @@ def _codec_bits(t: torch.Tensor, codec, threads: int) -> float:
     return nzdist.compress(t, codec=codec, threads=threads).bits_per_element
 
 
-def file_stats(path: str | Path, dtype: torch.dtype | None = None, lossy=None, threads: int = 0,
-               progress: bool = True) -> dict:
+def file_stats(
+    path: str | Path, dtype: torch.dtype | None = None, lossy=None, threads: int = 0, progress: bool = True
+) -> dict:
     """Per-tensor and total bits/element of nzdist Lossless (and ``lossy``, an ``nzdist.Lossy``) next to the split
     entropy bound, for every float tensor of a safetensors file, cast to ``dtype`` when given.
 
     Returns ``{"rows": [...], "total": {...}, "skipped": [...]}``; each row is a dict of the table's columns.
     """
-    import nzdist
     from tqdm import tqdm
+
+    import nzdist
 
     rows, skipped = [], []
     with _open(path) as f:
@@ -128,20 +132,34 @@ def file_stats(path: str | Path, dtype: torch.dtype | None = None, lossy=None, t
         for name in tqdm(names, desc="nzdist stats", unit="tensor", disable=not progress, file=sys.stderr):
             t = f.get_tensor(name)
             if not t.is_floating_point():
-                skipped.append({"tensor": name, "dtype": str(t.dtype).removeprefix("torch."),
-                                "reason": "not a float tensor"})
+                skipped.append(
+                    {"tensor": name, "dtype": str(t.dtype).removeprefix("torch."), "reason": "not a float tensor"}
+                )
                 continue
             if dtype is not None:
                 t = t.to(dtype)
             if t.dtype not in FLOAT_FORMATS:
-                skipped.append({"tensor": name, "dtype": str(t.dtype).removeprefix("torch."),
-                                "reason": "nzdist codes bf16/fp16/fp32 only; pass --dtype to cast"})
+                skipped.append(
+                    {
+                        "tensor": name,
+                        "dtype": str(t.dtype).removeprefix("torch."),
+                        "reason": "nzdist codes bf16/fp16/fp32 only; pass --dtype to cast",
+                    }
+                )
                 continue
             h = split_entropy(t)
             bits = _codec_bits(t, nzdist.Lossless(), threads)
-            row = {"tensor": name, "dtype": str(t.dtype).removeprefix("torch."), "numel": t.numel(),
-                   "H_sign": h.sign, "H_exp": h.exponent, "H_mant": h.mantissa, "bound": h.bound,
-                   "nzdist": bits, "over_bound_%": 100.0 * (bits / h.bound - 1) if h.bound > 0 else math.nan}
+            row = {
+                "tensor": name,
+                "dtype": str(t.dtype).removeprefix("torch."),
+                "numel": t.numel(),
+                "H_sign": h.sign,
+                "H_exp": h.exponent,
+                "H_mant": h.mantissa,
+                "bound": h.bound,
+                "nzdist": bits,
+                "over_bound_%": 100.0 * (bits / h.bound - 1) if h.bound > 0 else math.nan,
+            }
             if lossy is not None:
                 row["lossy"] = _codec_bits(t, lossy, threads)
             rows.append(row)
@@ -172,14 +190,21 @@ def _finite(x):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="nzdist stats", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="nzdist stats", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("file", help="a .safetensors file")
     p.add_argument("--dtype", choices=sorted(DTYPES), help="cast every float tensor to this dtype first")
-    p.add_argument("--lossy-mantissa-bits", type=int, metavar="K",
-                   help="also report nzdist.Lossy(mantissa_bits=K) bits/element")
-    p.add_argument("--lossy-block-size", type=int, default=512, metavar="B",
-                   help="Lossy block normalisation size (0 disables; default 512)")
+    p.add_argument(
+        "--lossy-mantissa-bits", type=int, metavar="K", help="also report nzdist.Lossy(mantissa_bits=K) bits/element"
+    )
+    p.add_argument(
+        "--lossy-block-size",
+        type=int,
+        default=512,
+        metavar="B",
+        help="Lossy block normalisation size (0 disables; default 512)",
+    )
     p.add_argument("--threads", type=int, default=0, help="codec threads (0 = all cores)")
     p.add_argument("--json", metavar="PATH", help="also write the table as JSON to PATH")
     p.add_argument("--summary", action="store_true", help="print only the TOTAL row (the JSON keeps every tensor)")
@@ -211,8 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        settings = {"file": str(args.file), "dtype": args.dtype, "threads": args.threads,
-                    "lossy": asdict(lossy) if lossy is not None else None, "mantissa_entropy": MANTISSA_METHOD}
+        settings = {
+            "file": str(args.file),
+            "dtype": args.dtype,
+            "threads": args.threads,
+            "lossy": asdict(lossy) if lossy is not None else None,
+            "mantissa_entropy": MANTISSA_METHOD,
+        }
         doc = {"command": "stats", "environment": environment(), "settings": settings, "columns": columns, **result}
         path.write_text(json.dumps(_finite(doc), indent=2, default=str))
         print(f"wrote {path}")

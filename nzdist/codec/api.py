@@ -66,8 +66,9 @@ def _check_out(ct: CompressedTensor, out: torch.Tensor) -> None:
         raise ValueError(f"out is {tuple(out.shape)} {out.dtype}; the payload holds {tuple(ct.shape)} {ct.dtype}")
 
 
-def decompress(ct: CompressedTensor, out: torch.Tensor | None = None, *, threads: int = 0,
-               check: bool = True) -> torch.Tensor:
+def decompress(
+    ct: CompressedTensor, out: torch.Tensor | None = None, *, threads: int = 0, check: bool = True
+) -> torch.Tensor:
     """Decode ``ct`` into a new tensor (on the payload's device), or into ``out`` (same shape and dtype, any
     device or layout).
 
@@ -78,15 +79,17 @@ def decompress(ct: CompressedTensor, out: torch.Tensor | None = None, *, threads
     return decompress_batch([ct], None if out is None else [out], threads=threads, check=check)[0]
 
 
-def decompress_batch(cts: Sequence[CompressedTensor], outs: Sequence[torch.Tensor] | None = None, *,
-                     threads: int = 0, check: bool = True) -> list[torch.Tensor]:
+def decompress_batch(
+    cts: Sequence[CompressedTensor], outs: Sequence[torch.Tensor] | None = None, *, threads: int = 0, check: bool = True
+) -> list[torch.Tensor]:
     """Decode many payloads in one pass over all their chunks (e.g. every rank's shard after an all-gather):
     one multithreaded CPU call, or one CUDA launch when payloads and outputs are on the GPU. Returns the outputs
     (``outs`` when given)."""
     if outs is not None and len(outs) != len(cts):
         raise ValueError(f"{len(cts)} payloads but {len(outs)} outputs")
     on_gpu = all(isinstance(c, CompressedTensor) and c.data.device.type == "cuda" for c in cts) and (
-        outs is None or all(o.device.type == "cuda" for o in outs))
+        outs is None or all(o.device.type == "cuda" for o in outs)
+    )
     if cts and on_gpu and _gpu.available():
         outs = [torch.empty(c.shape, dtype=c.dtype, device=c.data.device) for c in cts] if outs is None else list(outs)
         for c, o in zip(cts, outs):

@@ -70,15 +70,14 @@ class Lossy:
             raise ValueError(f"mantissa_bits must be an int in 0..23, got {self.mantissa_bits!r}")
         if not isinstance(self.block_size, int) or self.block_size < 0 or self.block_size > (1 << 24):
             raise ValueError(
-                f"block_size must be an int in 0..16777216 (0 disables normalisation), got {self.block_size!r}")
+                f"block_size must be an int in 0..16777216 (0 disables normalisation), got {self.block_size!r}"
+            )
         _check_chunk_elems(self.chunk_elems)
 
     def mantissa_bits_for(self, dtype: torch.dtype) -> int:
         full = MANTISSA_BITS[dtype]
         if self.mantissa_bits > full:
-            raise ValueError(
-                f"Lossy(mantissa_bits={self.mantissa_bits}) exceeds the {full} mantissa bits of {dtype}"
-            )
+            raise ValueError(f"Lossy(mantissa_bits={self.mantissa_bits}) exceeds the {full} mantissa bits of {dtype}")
         return self.mantissa_bits
 
     def chunk_elems_for(self, dtype: torch.dtype) -> int:

@@ -23,10 +23,16 @@ from .dtypes import MANTISSA_BITS, MAX_FIELDS, dtype_code
 from .errors import FormatError
 
 # The device error word's bits are the extension's (csrc/validate.h: Err, by name); these are their words.
-_ERROR_TEXT = {"header": "malformed header", "mismatch": "header disagrees with the destination's dtype/size",
-               "index": "normaliser section or chunk index out of bounds", "chunk": "chunk layout inconsistent",
-               "table": "bad frequency table", "stream": "entropy-coded stream corrupted",
-               "norm": "block normaliser out of range", "crc": "checksum mismatch"}
+_ERROR_TEXT = {
+    "header": "malformed header",
+    "mismatch": "header disagrees with the destination's dtype/size",
+    "index": "normaliser section or chunk index out of bounds",
+    "chunk": "chunk layout inconsistent",
+    "table": "bad frequency table",
+    "stream": "entropy-coded stream corrupted",
+    "norm": "block normaliser out of range",
+    "crc": "checksum mismatch",
+}
 _ERROR_BITS = {_C.ERROR_BITS[name]: text for name, text in _ERROR_TEXT.items()}
 _NAN_LOSSY = _C.ERROR_BITS["nan_lossy"]
 
@@ -48,14 +54,14 @@ def pack_decode_jobs(jobs: Sequence[dict[str, int]]) -> torch.Tensor:
     for i, job in enumerate(jobs):
         for name, value in job.items():
             off, width = _C.DECODE_JOB[name]
-            buf[i * size + off:i * size + off + width] = int(value).to_bytes(width, "little")
+            buf[i * size + off : i * size + off + width] = int(value).to_bytes(width, "little")
     return torch.frombuffer(buf, dtype=torch.uint8).clone() if buf else torch.zeros(0, dtype=torch.uint8)
 
 
 def _status_field(status: bytes, name: str) -> int:
     """A field of the encoder's status block (csrc/cuda/records.h: EncodeStatus), by the extension's offsets."""
     off, width = _C.ENCODE_STATUS[name]
-    return int.from_bytes(status[off:off + width], "little")
+    return int.from_bytes(status[off : off + width], "little")
 
 
 def unavailable_reason() -> str | None:
@@ -66,8 +72,10 @@ def unavailable_reason() -> str | None:
     'nzdist CUDA runtime: cudaErrorInsufficientDriver (35): CUDA driver version is insufficient for CUDA ...'
     """
     if _ext is None:
-        return (f"nzdist was built without its CUDA kernels (nzdist._cuda: {_IMPORT_ERROR}); "
-                "reinstall with NZDIST_CUDA=1 and the CUDA toolkit on PATH")
+        return (
+            f"nzdist was built without its CUDA kernels (nzdist._cuda: {_IMPORT_ERROR}); "
+            "reinstall with NZDIST_CUDA=1 and the CUDA toolkit on PATH"
+        )
     reason = _runtime_reason()
     if reason is None and not torch.cuda.is_available():
         reason = f"torch {torch.__version__} cannot use CUDA (a CPU-only build of torch?)"
@@ -157,16 +165,26 @@ class EncodePlan:
         """Normalisers, chunk encoding and layout into each workspace (current stream, no sync)."""
         for src, code, keep, _plan, ws in self.jobs:
             with torch.cuda.device(src.device):
-                _ext.encode_stage(src.data_ptr(), src.numel(), list(src.shape), code, keep, self.block_size,
-                                  self.chunk_elems, ws.data_ptr(), _stream(src.device))
+                _ext.encode_stage(
+                    src.data_ptr(),
+                    src.numel(),
+                    list(src.shape),
+                    code,
+                    keep,
+                    self.block_size,
+                    self.chunk_elems,
+                    ws.data_ptr(),
+                    _stream(src.device),
+                )
 
     def sizes(self) -> list[int]:
         """The one synchronisation: every payload's size and error bits (api.h: the status block)."""
         if not self.jobs:
             return []
         n = _C.ENCODE_STATUS_BYTES
-        status = torch.stack([ws[p["status_off"]:p["status_off"] + n].to(self.jobs[0][0].device)
-                              for _, _, _, p, ws in self.jobs]).cpu()
+        status = torch.stack(
+            [ws[p["status_off"] : p["status_off"] + n].to(self.jobs[0][0].device) for _, _, _, p, ws in self.jobs]
+        ).cpu()
         totals = []
         for i in range(len(self.jobs)):
             block = status[i].numpy().tobytes()
@@ -185,13 +203,28 @@ class EncodePlan:
             if out.numel() < total:
                 raise ValueError(f"output buffer of {out.numel()} bytes for a {total}-byte payload")
             with torch.cuda.device(src.device):
-                _ext.encode_write(src.data_ptr(), src.numel(), list(src.shape), code, keep, self.block_size,
-                                  self.chunk_elems, ws.data_ptr(), out.data_ptr(), total, _stream(src.device))
+                _ext.encode_write(
+                    src.data_ptr(),
+                    src.numel(),
+                    list(src.shape),
+                    code,
+                    keep,
+                    self.block_size,
+                    self.chunk_elems,
+                    ws.data_ptr(),
+                    out.data_ptr(),
+                    total,
+                    _stream(src.device),
+                )
 
 
-def compress_batch(tensors: Sequence[torch.Tensor], keep_bits: int | None = None, block_size: int = 0,
-                   chunk_elems: int = DEFAULT_CHUNK_ELEMS,
-                   outs: Sequence[torch.Tensor | None] | None = None) -> list[torch.Tensor]:
+def compress_batch(
+    tensors: Sequence[torch.Tensor],
+    keep_bits: int | None = None,
+    block_size: int = 0,
+    chunk_elems: int = DEFAULT_CHUNK_ELEMS,
+    outs: Sequence[torch.Tensor | None] | None = None,
+) -> list[torch.Tensor]:
     """Encode several CUDA tensors with one host synchronisation in total (FSDP re-encodes every shard after an
     optimizer step). Returns one 1-D uint8 payload per tensor, byte-identical to the CPU codec's.
 
@@ -207,8 +240,9 @@ def compress_batch(tensors: Sequence[torch.Tensor], keep_bits: int | None = None
     results = []
     for i, ((src, *_), total) in enumerate(zip(plan.jobs, plan.sizes())):
         buf = None if outs is None else outs[i]
-        if buf is not None and (buf.dtype != torch.uint8 or buf.dim() != 1 or not buf.is_contiguous()
-                                or buf.device != src.device):
+        if buf is not None and (
+            buf.dtype != torch.uint8 or buf.dim() != 1 or not buf.is_contiguous() or buf.device != src.device
+        ):
             raise ValueError("output buffers must be contiguous 1-D uint8 tensors on the tensor's device")
         if buf is not None and buf.numel() >= total and buf.data_ptr() % 16 == 0:
             results.append(buf[:total])
@@ -218,8 +252,13 @@ def compress_batch(tensors: Sequence[torch.Tensor], keep_bits: int | None = None
     return results
 
 
-def compress(tensor: torch.Tensor, keep_bits: int | None = None, block_size: int = 0,
-             chunk_elems: int = DEFAULT_CHUNK_ELEMS, out: torch.Tensor | None = None) -> torch.Tensor:
+def compress(
+    tensor: torch.Tensor,
+    keep_bits: int | None = None,
+    block_size: int = 0,
+    chunk_elems: int = DEFAULT_CHUNK_ELEMS,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Encode a CUDA tensor into a 1-D uint8 CUDA payload, byte-identical to the CPU codec's for the same
     parameters. ``keep_bits``: mantissa bits kept (None = all = lossless); ``block_size`` > 0 enables the lossy
     block normaliser; ``out``: optional buffer to write into when the payload fits (see compress_batch).
@@ -235,9 +274,15 @@ class DecodePlan:
     >>> plan = DecodePlan(payloads, outs, variant="v2"); errors = plan.launch(); raise_on_errors(errors)
     """
 
-    def __init__(self, payloads: Sequence[torch.Tensor], outs: Sequence[torch.Tensor], *,
-                 chunk_elems: int | Sequence[int] = DEFAULT_CHUNK_ELEMS, verify: bool = False,
-                 variant: str | None = None):
+    def __init__(
+        self,
+        payloads: Sequence[torch.Tensor],
+        outs: Sequence[torch.Tensor],
+        *,
+        chunk_elems: int | Sequence[int] = DEFAULT_CHUNK_ELEMS,
+        verify: bool = False,
+        variant: str | None = None,
+    ):
         _require()
         if len(payloads) != len(outs):
             raise ValueError(f"{len(payloads)} payloads but {len(outs)} outputs")
@@ -274,9 +319,18 @@ class DecodePlan:
                 if g <= 0:
                     raise ValueError(f"chunk_elems must be positive, got {g}")
                 items = 1 if t.numel() == 0 else -(-t.numel() // g)
-                rows.append({"src": p.data_ptr(), "src_len": p.numel(), "dst": t.data_ptr(), "numel": t.numel(),
-                             "first_item": first, "grain": g, "dtype": dtype_code(t.dtype),
-                             "err": self.errors.data_ptr() + 4 * i})
+                rows.append(
+                    {
+                        "src": p.data_ptr(),
+                        "src_len": p.numel(),
+                        "dst": t.data_ptr(),
+                        "numel": t.numel(),
+                        "first_item": first,
+                        "grain": g,
+                        "dtype": dtype_code(t.dtype),
+                        "err": self.errors.data_ptr() + 4 * i,
+                    }
+                )
                 first += items
             self.total_items = first
             self.jobs = pack_decode_jobs(rows).pin_memory().to(device, non_blocking=True)
@@ -287,16 +341,29 @@ class DecodePlan:
         if not self.n_jobs:
             return self.errors
         with torch.cuda.device(self.device):
-            _ext.decode_batch(self.jobs.data_ptr(), self.n_jobs, self.total_items, self.max_fields, self.verify,
-                              _stream(self.device), self.kernel)
+            _ext.decode_batch(
+                self.jobs.data_ptr(),
+                self.n_jobs,
+                self.total_items,
+                self.max_fields,
+                self.verify,
+                _stream(self.device),
+                self.kernel,
+            )
             for o, t in self.copies:
                 o.copy_(t)
         return self.errors
 
 
-def decompress_batch(payloads: Sequence[torch.Tensor], outs: Sequence[torch.Tensor], *,
-                     chunk_elems: int | Sequence[int] = DEFAULT_CHUNK_ELEMS, verify: bool = False,
-                     check: bool = True, variant: str | None = None) -> torch.Tensor:
+def decompress_batch(
+    payloads: Sequence[torch.Tensor],
+    outs: Sequence[torch.Tensor],
+    *,
+    chunk_elems: int | Sequence[int] = DEFAULT_CHUNK_ELEMS,
+    verify: bool = False,
+    check: bool = True,
+    variant: str | None = None,
+) -> torch.Tensor:
     """Decode every payload into its ``out`` (CUDA tensor of the payload's shape and dtype) in one kernel launch.
 
     ``payloads``: 1-D uint8 CUDA tensors (e.g. views of an all-gather output, one per rank); each must hold a

@@ -17,4 +17,5 @@ def dtype_code(dtype: torch.dtype) -> int:
         return DTYPE_CODES[dtype]
     except KeyError:
         raise TypeError(
-            f"nzdist compresses torch.bfloat16, torch.float16 and torch.float32 tensors, not {dtype}") from None
+            f"nzdist compresses torch.bfloat16, torch.float16 and torch.float32 tensors, not {dtype}"
+        ) from None

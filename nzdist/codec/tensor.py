@@ -70,9 +70,10 @@ class CompressedTensor:
         host = data if data.device.type == "cpu" else data[: min(data.numel(), 256)].cpu()
         info = _C.parse_header(host.data_ptr(), data.numel())
         # A raw payload's header records no chunk size (0): the decoder's default grain then applies.
-        return cls(data[: info["total_bytes"]], info["shape"], CODE_DTYPES[info["dtype"]],
-                   info["chunk_elems"] or None)
+        return cls(data[: info["total_bytes"]], info["shape"], CODE_DTYPES[info["dtype"]], info["chunk_elems"] or None)
 
     def __repr__(self) -> str:
-        return (f"CompressedTensor(shape={tuple(self.shape)}, dtype={self.dtype}, nbytes={self.nbytes}, "
-                f"bits_per_element={self.bits_per_element:.3f})")
+        return (
+            f"CompressedTensor(shape={tuple(self.shape)}, dtype={self.dtype}, nbytes={self.nbytes}, "
+            f"bits_per_element={self.bits_per_element:.3f})"
+        )

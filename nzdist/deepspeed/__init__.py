@@ -18,5 +18,12 @@ def memory_report(engine) -> dict:
     return engine.neuzip.memory_report()
 
 
-__all__ = ["initialize", "patch_deepspeed", "NeuzipConfig", "NeuzipConfigError", "parse", "memory_report",
-           "SUPPORTED_DEEPSPEED"]
+__all__ = [
+    "initialize",
+    "patch_deepspeed",
+    "NeuzipConfig",
+    "NeuzipConfigError",
+    "parse",
+    "memory_report",
+    "SUPPORTED_DEEPSPEED",
+]

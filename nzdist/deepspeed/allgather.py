@@ -9,9 +9,7 @@ parameter, so padding elements never travel.
 
 from __future__ import annotations
 
-
 import torch
-
 from deepspeed import comm as dist
 from deepspeed.accelerator import get_accelerator
 from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
@@ -26,8 +24,9 @@ class CompressedAllGatherHandle:
     """What ``all_gather_coalesced`` returns: ``wait()`` finishes the transfer, decodes every rank's payload
     into a fresh dense buffer per parameter, points ``param.data`` at it and marks it AVAILABLE."""
 
-    def __init__(self, work, params: list, recv: torch.Tensor, offsets: list, total: int,
-                 partitions: CompressedPartitions):
+    def __init__(
+        self, work, params: list, recv: torch.Tensor, offsets: list, total: int, partitions: CompressedPartitions
+    ):
         self._work = work
         self._params = params
         self._recv = recv

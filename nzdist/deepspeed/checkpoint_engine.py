@@ -23,7 +23,6 @@ import torch
 from deepspeed.runtime.checkpoint_engine.checkpoint_engine import CheckpointCommitInfo, CheckpointEngine
 
 import nzdist.codec as nzcodec
-
 from nzdist.checkpoint import atomic
 from nzdist.checkpoint.format import CheckpointError, ChecksumError
 
@@ -49,8 +48,11 @@ def _pack(obj, codec):
             return _Packed(ct.data.clone(), bool(obj.requires_grad))
         return obj
     if isinstance(obj, dict):
-        return type(obj)((k, _pack(v, codec)) for k, v in obj.items()) if type(obj) is not dict \
+        return (
+            type(obj)((k, _pack(v, codec)) for k, v in obj.items())
+            if type(obj) is not dict
             else {k: _pack(v, codec) for k, v in obj.items()}
+        )
     if isinstance(obj, list):
         return [_pack(v, codec) for v in obj]
     if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
@@ -65,8 +67,11 @@ def _unpack(obj, map_location):
             t = t.to(map_location)
         return t.requires_grad_(obj.requires_grad) if obj.requires_grad else t
     if isinstance(obj, dict):
-        return {k: _unpack(v, map_location) for k, v in obj.items()} if type(obj) is dict \
+        return (
+            {k: _unpack(v, map_location) for k, v in obj.items()}
+            if type(obj) is dict
             else type(obj)((k, _unpack(v, map_location)) for k, v in obj.items())
+        )
     if isinstance(obj, list):
         return [_unpack(v, map_location) for v in obj]
     if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
@@ -120,7 +125,7 @@ class NzdistCheckpointEngine(CheckpointEngine):
         magic, crc, length = _HEADER.unpack_from(raw)
         if magic != MAGIC:  # a checkpoint DeepSpeed's own engine wrote: read it as DeepSpeed would
             return torch.load(path, map_location=map_location, weights_only=False)
-        body = memoryview(raw)[_HEADER.size:]
+        body = memoryview(raw)[_HEADER.size :]
         if len(body) != length:
             raise ChecksumError(f"{path}: truncated: {len(body)} of {length} bytes")
         if zlib.crc32(body) != crc:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
-from collections.abc import Mapping
 
 import nzdist.codec as nzcodec
 
@@ -75,15 +75,22 @@ class NeuzipConfig:
         _expect(isinstance(self.compress_at_rest, bool), "compress_at_rest", "a boolean", self.compress_at_rest)
         if self.codec == "lossy":
             # bf16 is what ZeRO-3 partitions hold in practice; 7 is its full mantissa width.
-            _expect(_is_int(self.mantissa_bits) and 0 <= self.mantissa_bits <= 7, "mantissa_bits",
-                    "an int in 0..7 (bf16 has 7 mantissa bits)", self.mantissa_bits)
+            _expect(
+                _is_int(self.mantissa_bits) and 0 <= self.mantissa_bits <= 7,
+                "mantissa_bits",
+                "an int in 0..7 (bf16 has 7 mantissa bits)",
+                self.mantissa_bits,
+            )
             if self.params != "frozen":
                 raise NeuzipConfigError(
                     'neuzip.codec "lossy" needs neuzip.params "frozen": a trainable weight must be gathered exactly '
-                    "as the optimizer updates it, so only frozen weights may be gathered lossily")
+                    "as the optimizer updates it, so only frozen weights may be gathered lossily"
+                )
             if self.compress_at_rest:
-                raise NeuzipConfigError("neuzip.compress_at_rest needs the lossless codec: a lossy payload cannot "
-                                        "restore the exact partition")
+                raise NeuzipConfigError(
+                    "neuzip.compress_at_rest needs the lossless codec: a lossy payload cannot "
+                    "restore the exact partition"
+                )
         try:
             self.codec_object()  # the codec validates chunk_elems / block_size / mantissa_bits itself
         except ValueError as e:
@@ -91,8 +98,9 @@ class NeuzipConfig:
 
     def codec_object(self) -> nzcodec.Lossless | nzcodec.Lossy:
         if self.codec == "lossy":
-            return nzcodec.Lossy(mantissa_bits=self.mantissa_bits, block_size=self.block_size,
-                                chunk_elems=self.chunk_elems)
+            return nzcodec.Lossy(
+                mantissa_bits=self.mantissa_bits, block_size=self.block_size, chunk_elems=self.chunk_elems
+            )
         return nzcodec.Lossless(chunk_elems=self.chunk_elems)
 
     @classmethod
@@ -152,15 +160,19 @@ def parse(ds_config: Mapping[str, Any]) -> NeuzipConfig | None:
     if stage != 3:
         raise NeuzipConfigError(
             f'neuzip compresses ZeRO-3 parameter all-gathers; it needs "zero_optimization": {{"stage": 3}}, '
-            f"got stage {stage!r}")
+            f"got stage {stage!r}"
+        )
     if zero.get("zero_quantized_weights"):
         # qwZ replaces the same all-gather with 8-bit quantized buckets of fixed size: there is nothing left
         # for a lossless payload to carry, and its buffers cannot hold variable-size bytes.
         raise NeuzipConfigError(
             "zero_optimization.zero_quantized_weights (ZeRO++ qwZ) and neuzip both compress the parameter "
-            "all-gather; enable one of them (qwZ is lossy int8 and CUDA-only, neuzip is lossless)")
+            "all-gather; enable one of them (qwZ is lossy int8 and CUDA-only, neuzip is lossless)"
+        )
     offload = zero.get("offload_param") or {}
     if isinstance(offload, Mapping) and offload.get("device") == "nvme":
-        raise NeuzipConfigError("neuzip does not support zero_optimization.offload_param.device 'nvme': "
-                                "partitions swapped to NVMe are not resident to encode")
+        raise NeuzipConfigError(
+            "neuzip does not support zero_optimization.offload_param.device 'nvme': "
+            "partitions swapped to NVMe are not resident to encode"
+        )
     return cfg

@@ -50,8 +50,11 @@ def _split(params, partitions: CompressedPartitions, exact_only: bool):
 
 
 def _bind(param, partitions: CompressedPartitions) -> None:
-    original = {"all_gather_coalesced": param.all_gather_coalesced, "all_gather": param.all_gather,
-                "partition": param.partition}
+    original = {
+        "all_gather_coalesced": param.all_gather_coalesced,
+        "all_gather": param.all_gather,
+        "partition": param.partition,
+    }
     setattr(param, _ORIGINAL, original)
 
     @functools.wraps(original["all_gather_coalesced"])
@@ -77,8 +80,9 @@ def _bind(param, partitions: CompressedPartitions) -> None:
     def all_gather(param_list=None, async_op: bool = False, hierarchy: int = 0):
         params = [param] if param_list is None else list(param_list)
         # Blocking gathers feed saves and user code: lossy payloads never serve them.
-        ours, rest = _split([p for p in params if p.ds_status == ZeroParamStatus.NOT_AVAILABLE], partitions,
-                            exact_only=True)
+        ours, rest = _split(
+            [p for p in params if p.ds_status == ZeroParamStatus.NOT_AVAILABLE], partitions, exact_only=True
+        )
         ours_ids = {id(p) for p in ours}
         rest = [p for p in params if id(p) not in ours_ids]
         result = original["all_gather"](rest, async_op=async_op, hierarchy=hierarchy) if rest else None
@@ -94,8 +98,9 @@ def _bind(param, partitions: CompressedPartitions) -> None:
         params = [param] if param_list is None else list(param_list)
         if has_been_updated:
             partitions.materialize(params)  # DeepSpeed copies the new values into ds_tensor
-        original["partition"](param_list=param_list, hierarchy=hierarchy, has_been_updated=has_been_updated,
-                              free_data=free_data)
+        original["partition"](
+            param_list=param_list, hierarchy=hierarchy, has_been_updated=has_been_updated, free_data=free_data
+        )
         if has_been_updated:
             partitions.invalidate(params)
 

@@ -8,8 +8,8 @@ Without a ``"neuzip"`` section it is exactly ``deepspeed.initialize``.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Union
 from collections.abc import Callable
+from typing import Any, Union
 
 import torch
 
@@ -47,11 +47,21 @@ def initialize(
     neuzip = parse(load_ds_config(source)) if source is not None else None
     checkpoint_engine_cls = _checkpoint_engine_class(neuzip) if neuzip is not None else None
 
-    result = _deepspeed_initialize()(args=args, model=model, optimizer=optimizer, model_parameters=model_parameters,
-                                  training_data=training_data, lr_scheduler=lr_scheduler,
-                                  distributed_port=distributed_port, mpu=mpu,
-                                  dist_init_required=dist_init_required, collate_fn=collate_fn, config=config,
-                                  mesh_param=mesh_param, config_params=config_params)
+    result = _deepspeed_initialize()(
+        args=args,
+        model=model,
+        optimizer=optimizer,
+        model_parameters=model_parameters,
+        training_data=training_data,
+        lr_scheduler=lr_scheduler,
+        distributed_port=distributed_port,
+        mpu=mpu,
+        dist_init_required=dist_init_required,
+        collate_fn=collate_fn,
+        config=config,
+        mesh_param=mesh_param,
+        config_params=config_params,
+    )
     if neuzip is not None:
         engine = result[0]
         stage = engine.zero_optimization_stage()
@@ -104,8 +114,9 @@ def _checkpoint_engine_class(neuzip: NeuzipConfig):
     try:
         from nzdist.deepspeed.checkpoint_engine import NzdistCheckpointEngine
     except ImportError as e:
-        raise NeuzipConfigError(f'neuzip.checkpoint.compress is true but nzdist\'s DeepSpeed checkpoint engine '
-                                f"is not available ({e})") from e
+        raise NeuzipConfigError(
+            f"neuzip.checkpoint.compress is true but nzdist's DeepSpeed checkpoint engine is not available ({e})"
+        ) from e
     return NzdistCheckpointEngine
 
 

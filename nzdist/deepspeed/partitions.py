@@ -12,8 +12,8 @@ max-over-ranks bytes per parameter, with no size exchange (and no device-to-host
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 
@@ -216,7 +216,13 @@ class CompressedPartitions:
             if p.ds_tensor.numel() == 0:  # released (frozen at rest, or the trainable flat buffer freed)
                 released += nbytes
                 at_rest_payload += size
-        return {"params": len(self.params), "partition_bytes": dense, "payload_bytes": payload,
-                "released_bytes": released, "at_rest_payload_bytes": at_rest_payload,
-                "resident_bytes": dense - released + payload,
-                "trainable_at_rest": self.flat is not None, "trainable_at_rest_unsupported": self.flat_unsupported}
+        return {
+            "params": len(self.params),
+            "partition_bytes": dense,
+            "payload_bytes": payload,
+            "released_bytes": released,
+            "at_rest_payload_bytes": at_rest_payload,
+            "resident_bytes": dense - released + payload,
+            "trainable_at_rest": self.flat is not None,
+            "trainable_at_rest_unsupported": self.flat_unsupported,
+        }

@@ -85,8 +85,11 @@ class ExperimentConfig:
 
         for knob in ("d_model", "n_layer", "n_head", "seq_len", "batch", "steps", "block_size"):
             need(is_int(getattr(self, knob)) and getattr(self, knob) >= 1, knob, "an integer >= 1")
-        need(self.chunk_elems is None or (is_int(self.chunk_elems) and self.chunk_elems >= 1), "chunk_elems",
-             "null or an integer >= 1")
+        need(
+            self.chunk_elems is None or (is_int(self.chunk_elems) and self.chunk_elems >= 1),
+            "chunk_elems",
+            "null or an integer >= 1",
+        )
         for knob in ("warmup_steps", "seed", "max_open_bytes", "threads_per_rank"):
             need(is_int(getattr(self, knob)) and getattr(self, knob) >= 0, knob, "an integer >= 0")
         need(self.device in ("auto", "cpu", "cuda"), "device", "'auto', 'cpu' or 'cuda'")
@@ -99,18 +102,23 @@ class ExperimentConfig:
         need(is_int(self.mantissa_bits) and 0 <= self.mantissa_bits <= 7, "mantissa_bits", "an integer in 0..7")
         need(is_num(self.lr) and self.lr > 0, "lr", "a number > 0")
         need(is_num(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number >= 0")
-        need(len(self.betas) == 2 and all(is_num(b) and 0 <= b < 1 for b in self.betas), "betas",
-             "two numbers in [0, 1)")
+        need(
+            len(self.betas) == 2 and all(is_num(b) and 0 <= b < 1 for b in self.betas), "betas", "two numbers in [0, 1)"
+        )
         need(is_num(self.eps) and self.eps > 0, "eps", "a number > 0")
         need(is_num(self.grad_clip) and self.grad_clip >= 0, "grad_clip", "a number >= 0 (0: no clipping)")
-        need(self.headroom is None or (is_num(self.headroom) and self.headroom >= 0),
-             "headroom", "null or a number >= 0")
+        need(
+            self.headroom is None or (is_num(self.headroom) and self.headroom >= 0), "headroom", "null or a number >= 0"
+        )
         need(is_int(self.data_bytes) and self.data_bytes >= 4096, "data_bytes", "an integer >= 4096")
         need(self.seq_len + 1 < self.data_bytes, "seq_len", "shorter than data_bytes")
         need(all(isinstance(p, str) and p for p in self.freeze), "freeze", "a list of parameter-name prefixes")
         need(isinstance(self.compress_optimizer_state, bool), "compress_optimizer_state", "true or false")
-        need(self.reshard_after_forward is None or isinstance(self.reshard_after_forward, bool),
-             "reshard_after_forward", "null, true or false")
+        need(
+            self.reshard_after_forward is None or isinstance(self.reshard_after_forward, bool),
+            "reshard_after_forward",
+            "null, true or false",
+        )
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -139,8 +147,9 @@ def preset_path(name_or_path: str) -> str:
         if not os.path.isfile(name_or_path):
             raise ConfigError(f"preset file {name_or_path!r} does not exist")
         return name_or_path
-    raise ConfigError(f"unknown preset {name_or_path!r}: expected one of {', '.join(PRESETS)} "
-                      "or a path to a .json file")
+    raise ConfigError(
+        f"unknown preset {name_or_path!r}: expected one of {', '.join(PRESETS)} or a path to a .json file"
+    )
 
 
 def load_preset(name_or_path: str, overrides: dict | None = None) -> ExperimentConfig:
@@ -160,7 +169,7 @@ def load_preset(name_or_path: str, overrides: dict | None = None) -> ExperimentC
         raise ConfigError(f"preset file {path}: unknown knob(s) {unknown}; known: {', '.join(KNOBS)}")
     undocumented = sorted(k for k in values if not isinstance(docs.get(k), str) or not docs[k].strip())
     if undocumented:
-        raise ConfigError(f"preset file {path}: knob(s) {undocumented} have no entry in its \"knobs\" doc dict")
+        raise ConfigError(f'preset file {path}: knob(s) {undocumented} have no entry in its "knobs" doc dict')
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return ExperimentConfig(name=raw.get("name", os.path.splitext(os.path.basename(path))[0]), **values)
 
@@ -186,10 +195,16 @@ def from_deepspeed(ds_config: Mapping[str, Any], **knobs: Any) -> tuple[Experime
     if unknown:
         raise ConfigError(f"optimizer.params {unknown} have no FSDP2 equivalent here; known: {sorted(_ADAMW_PARAMS)}")
     values: dict[str, Any] = {
-        "name": "deepspeed", "dtype": "float32", "mp_param_dtype": "bfloat16" if bf16 else None,
-        "mp_reduce_dtype": "float32" if bf16 else None, "batch": ds_config.get("train_micro_batch_size_per_gpu", 4),
-        "grad_clip": ds_config.get("gradient_clipping", 0.0), "compress_optimizer_state": False,
-        "reshard_after_forward": None, **{_ADAMW_PARAMS[k]: v for k, v in opt.items()}}
+        "name": "deepspeed",
+        "dtype": "float32",
+        "mp_param_dtype": "bfloat16" if bf16 else None,
+        "mp_reduce_dtype": "float32" if bf16 else None,
+        "batch": ds_config.get("train_micro_batch_size_per_gpu", 4),
+        "grad_clip": ds_config.get("gradient_clipping", 0.0),
+        "compress_optimizer_state": False,
+        "reshard_after_forward": None,
+        **{_ADAMW_PARAMS[k]: v for k, v in opt.items()},
+    }
     section = ds_config.get("neuzip")
     kind = "nzdist" if section is not None and section.get("enabled", True) else "plain"
     if kind == "nzdist":

@@ -31,7 +31,9 @@ def stdlib_bytes(max_bytes: int = 2 << 20) -> torch.Tensor:
 def batch_for_step(tokens: torch.Tensor, step: int, batch: int, seq: int, rank: int, world: int, seed: int):
     """Rank ``rank``'s slice of global step ``step``: the same for every backend, independent of history."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-    starts = torch.randint(0, tokens.numel() - seq - 1, (world * batch,), generator=g)[rank * batch:(rank + 1) * batch]
-    x = torch.stack([tokens[s:s + seq] for s in starts.tolist()])
-    y = torch.stack([tokens[s + 1:s + seq + 1] for s in starts.tolist()])
+    starts = torch.randint(0, tokens.numel() - seq - 1, (world * batch,), generator=g)[
+        rank * batch : (rank + 1) * batch
+    ]
+    x = torch.stack([tokens[s : s + seq] for s in starts.tolist()])
+    y = torch.stack([tokens[s + 1 : s + seq + 1] for s in starts.tolist()])
     return x, y

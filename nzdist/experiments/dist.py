@@ -18,8 +18,10 @@ def resolve_device(cfg: ExperimentConfig) -> str:
     if cfg.device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"preset {cfg.name!r} asks for device 'cuda' but torch sees no GPU "
-                          f"(torch {torch.__version__}); use --device cpu or a CPU preset")
+        raise ConfigError(
+            f"preset {cfg.name!r} asks for device 'cuda' but torch sees no GPU "
+            f"(torch {torch.__version__}); use --device cpu or a CPU preset"
+        )
     return cfg.device
 
 
@@ -34,10 +36,15 @@ def init_distributed(device: str, worker: str = "this worker") -> tuple[int, int
         dev = torch.device("cpu")
     if not dist.is_initialized():
         if "RANK" not in os.environ:
-            raise RuntimeError(f"{worker} is a per-rank worker: start it under torchrun, "
-                               "nzdist.launch.mpi, or simply `python -m nzdist.launch.main`")
-        dist.init_process_group("nccl" if device == "cuda" else "gloo", timeout=timedelta(minutes=10),
-                                device_id=dev if device == "cuda" else None)
+            raise RuntimeError(
+                f"{worker} is a per-rank worker: start it under torchrun, "
+                "nzdist.launch.mpi, or simply `python -m nzdist.launch.main`"
+            )
+        dist.init_process_group(
+            "nccl" if device == "cuda" else "gloo",
+            timeout=timedelta(minutes=10),
+            device_id=dev if device == "cuda" else None,
+        )
     return dist.get_rank(), dist.get_world_size(), dev
 
 

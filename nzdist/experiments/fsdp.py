@@ -35,8 +35,9 @@ def shard(kind: str, model: torch.nn.Module, cfg: ExperimentConfig, layer_cls: t
     if cfg.reshard_after_forward is not None:
         kw["reshard_after_forward"] = cfg.reshard_after_forward
     if cfg.mp_param_dtype is not None or cfg.mp_reduce_dtype is not None:
-        kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=_dtype(cfg.mp_param_dtype),
-                                               reduce_dtype=_dtype(cfg.mp_reduce_dtype))
+        kw["mp_policy"] = MixedPrecisionPolicy(
+            param_dtype=_dtype(cfg.mp_param_dtype), reduce_dtype=_dtype(cfg.mp_reduce_dtype)
+        )
     if kind == "plain":
         for m in [m for m in model.modules() if isinstance(m, layer_cls)]:
             torch_fully_shard(m, **kw)
@@ -52,10 +53,12 @@ def shard(kind: str, model: torch.nn.Module, cfg: ExperimentConfig, layer_cls: t
     if cfg.headroom is not None:
         kw["headroom"] = cfg.headroom
     if cfg.frozen_codec == "lossy":
-        kw["frozen_codec"] = nzdist.Lossy(mantissa_bits=cfg.mantissa_bits, block_size=cfg.block_size,
-                                          chunk_elems=cfg.chunk_elems)
-    nzfsdp.shard_model(model, nzfsdp.TransformerLayerPolicy({layer_cls}),
-                       codec=nzdist.Lossless(chunk_elems=cfg.chunk_elems), **kw)
+        kw["frozen_codec"] = nzdist.Lossy(
+            mantissa_bits=cfg.mantissa_bits, block_size=cfg.block_size, chunk_elems=cfg.chunk_elems
+        )
+    nzfsdp.shard_model(
+        model, nzfsdp.TransformerLayerPolicy({layer_cls}), codec=nzdist.Lossless(chunk_elems=cfg.chunk_elems), **kw
+    )
 
 
 def make_optimizer(kind: str, model: torch.nn.Module, cfg: ExperimentConfig):
@@ -66,12 +69,14 @@ def make_optimizer(kind: str, model: torch.nn.Module, cfg: ExperimentConfig):
         return opt
     import nzdist.fsdp as nzfsdp
 
-    return nzfsdp.CompressedOptimizer(opt, compress_state=cfg.compress_optimizer_state,
-                                      max_open_bytes=cfg.max_open_bytes)
+    return nzfsdp.CompressedOptimizer(
+        opt, compress_state=cfg.compress_optimizer_state, max_open_bytes=cfg.max_open_bytes
+    )
 
 
-def train_loop(model, opt, steps, batch_fn, device: torch.device, *, loss_fn=None, grad_clip: float = 0.0,
-               on_step=None) -> tuple[list[float], list[float]]:
+def train_loop(
+    model, opt, steps, batch_fn, device: torch.device, *, loss_fn=None, grad_clip: float = 0.0, on_step=None
+) -> tuple[list[float], list[float]]:
     """One optimizer step per element of ``steps``: ``batch_fn(step)`` gives the inputs, ``loss_fn(model,
     *inputs)`` (default ``model(*inputs)``) the loss. Returns (losses, step times in seconds)."""
     trainable = [p for p in model.parameters() if p.requires_grad] if grad_clip else None
@@ -96,8 +101,9 @@ def train_loop(model, opt, steps, batch_fn, device: torch.device, *, loss_fn=Non
     return losses, times
 
 
-def train(kind: str, cfg: ExperimentConfig, tokens: torch.Tensor, device: torch.device, mesh=None,
-          progress: bool = False):
+def train(
+    kind: str, cfg: ExperimentConfig, tokens: torch.Tensor, device: torch.device, mesh=None, progress: bool = False
+):
     """Build, shard and train the byte-level GPT ``cfg`` describes; returns (this rank's record, model, optimizer).
     The record holds losses (and their ``float.hex``), step times, resident bytes, nzdist's comm stats and the
     bytes counted at the collectives."""
@@ -121,20 +127,40 @@ def train(kind: str, cfg: ExperimentConfig, tokens: torch.Tensor, device: torch.
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(bar, desc=f"{'fsdp2' if kind == 'plain' else kind:>6}", unit="step", disable=rank != 0,
-                   dynamic_ncols=True, file=sys.stderr)
+        bar = tqdm(
+            bar,
+            desc=f"{'fsdp2' if kind == 'plain' else kind:>6}",
+            unit="step",
+            disable=rank != 0,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
     t_run = time.perf_counter()
     with BroadcastCounter() as spills:
         losses, times = train_loop(
-            model, opt, bar, lambda step: batch_for_step(tokens, step, cfg.batch, cfg.seq_len, rank, world, cfg.seed),
-            device, grad_clip=cfg.grad_clip,
-            on_step=(lambda _, value: bar.set_postfix(loss=f"{value:.4f}")) if progress else None)
+            model,
+            opt,
+            bar,
+            lambda step: batch_for_step(tokens, step, cfg.batch, cfg.seq_len, rank, world, cfg.seed),
+            device,
+            grad_clip=cfg.grad_clip,
+            on_step=(lambda _, value: bar.set_postfix(loss=f"{value:.4f}")) if progress else None,
+        )
     if progress:
         bar.close()
-    record = {"losses": losses, "loss_hex": [v.hex() for v in losses], "step_times": times,
-              "wall_s": time.perf_counter() - t_run, "memory": memory_of(model, opt),
-              "comm_stats": nzdist.comm_stats(reset=True).as_dict(),
-              "wire": {"all_gathers": wire.calls, "bytes": wire.bytes, "broadcasts": spills.calls,
-                       "broadcast_bytes": spills.bytes},
-              "peak_device_bytes": torch.cuda.max_memory_allocated() if cuda else None}
+    record = {
+        "losses": losses,
+        "loss_hex": [v.hex() for v in losses],
+        "step_times": times,
+        "wall_s": time.perf_counter() - t_run,
+        "memory": memory_of(model, opt),
+        "comm_stats": nzdist.comm_stats(reset=True).as_dict(),
+        "wire": {
+            "all_gathers": wire.calls,
+            "bytes": wire.bytes,
+            "broadcasts": spills.calls,
+            "broadcast_bytes": spills.bytes,
+        },
+        "peak_device_bytes": torch.cuda.max_memory_allocated() if cuda else None,
+    }
     return record, model, opt

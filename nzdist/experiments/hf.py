@@ -20,22 +20,42 @@ def hf_model(name: str):
         from .weights import minilm_bert
 
         model = minilm_bert()
-        return model, BertLayer, model.config.vocab_size, \
-            lambda m, ids: m(input_ids=ids).last_hidden_state.float().pow(2).mean()
+        return (
+            model,
+            BertLayer,
+            model.config.vocab_size,
+            lambda m, ids: m(input_ids=ids).last_hidden_state.float().pow(2).mean(),
+        )
     if name == "llama":
         from transformers import LlamaConfig, LlamaForCausalLM
         from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
-        cfg = LlamaConfig(vocab_size=8192, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
-                          num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=512)
+        cfg = LlamaConfig(
+            vocab_size=8192,
+            hidden_size=256,
+            intermediate_size=688,
+            num_hidden_layers=4,
+            num_attention_heads=8,
+            num_key_value_heads=4,
+            max_position_embeddings=512,
+        )
         layer = LlamaDecoderLayer
         model = LlamaForCausalLM(cfg)
     elif name == "gpt":
         from transformers import GPT2Config, GPT2LMHeadModel
         from transformers.models.gpt2.modeling_gpt2 import GPT2Block
 
-        cfg = GPT2Config(vocab_size=8192, n_positions=512, n_embd=256, n_layer=4, n_head=8, resid_pdrop=0.0,
-                         embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=False)
+        cfg = GPT2Config(
+            vocab_size=8192,
+            n_positions=512,
+            n_embd=256,
+            n_layer=4,
+            n_head=8,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            tie_word_embeddings=False,
+        )
         layer = GPT2Block
         model = GPT2LMHeadModel(cfg)
     else:

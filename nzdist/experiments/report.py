@@ -55,8 +55,10 @@ def build_results(preset: dict, env: dict, ranks: list[dict]) -> dict:
             "spills": [rec["wire"].get("broadcasts", 0) for rec in recs],
             "all_gathers": [rec["wire"]["all_gathers"] for rec in recs],
             "peak_device_bytes": [rec.get("peak_device_bytes") for rec in recs],
-            "bits_per_param": _ratio(8 * sum(rec["memory"]["param_bytes"] for rec in recs),
-                                     sum(rec["memory"].get("param_numel", 0) for rec in recs)),
+            "bits_per_param": _ratio(
+                8 * sum(rec["memory"]["param_bytes"] for rec in recs),
+                sum(rec["memory"].get("param_numel", 0) for rec in recs),
+            ),
         }
     base, cand = summary[BASELINE], summary[CANDIDATE]
     comm = [rec["comm_stats"] for rec in runs[CANDIDATE]]
@@ -64,16 +66,27 @@ def build_results(preset: dict, env: dict, ranks: list[dict]) -> dict:
         "param_bytes": _ratio(sum(cand["param_bytes"]), sum(base["param_bytes"])),
         "state_bytes": _ratio(sum(cand["state_bytes"]), sum(base["state_bytes"])),
         "all_gather_wire_bytes": _ratio(sum(cand["wire_bytes"]), sum(base["wire_bytes"])),
-        "all_gather_plus_spill_bytes": _ratio(sum(cand["wire_bytes"]) + sum(cand["spill_bytes"]),
-                                              sum(base["wire_bytes"]) + sum(base["spill_bytes"])),
-        "all_gather_payload_vs_dense": _ratio(sum(c["payload_bytes"] for c in comm),
-                                              sum(c["dense_bytes"] for c in comm)),
+        "all_gather_plus_spill_bytes": _ratio(
+            sum(cand["wire_bytes"]) + sum(cand["spill_bytes"]), sum(base["wire_bytes"]) + sum(base["spill_bytes"])
+        ),
+        "all_gather_payload_vs_dense": _ratio(
+            sum(c["payload_bytes"] for c in comm), sum(c["dense_bytes"] for c in comm)
+        ),
         "median_step_time": _ratio(cand["median_step_s"], base["median_step_s"]),
     }
     return {
-        "preset": preset, "env": env, "runs": runs, "summary": summary, "ratios": ratios,
-        "identical": {"losses": not mismatches, "params": params_same, "all": not mismatches and params_same,
-                      "loss_mismatches": mismatches[:20], "params_differ": params_differ},
+        "preset": preset,
+        "env": env,
+        "runs": runs,
+        "summary": summary,
+        "ratios": ratios,
+        "identical": {
+            "losses": not mismatches,
+            "params": params_same,
+            "all": not mismatches and params_same,
+            "loss_mismatches": mismatches[:20],
+            "params_differ": params_differ,
+        },
     }
 
 
@@ -112,8 +125,7 @@ def format_report(results: dict, paths: dict | None = None) -> str:
     world = env["world_size"]
     lines = [
         f"nzdist main job -- preset {p['name']}: {world} rank(s), {env['device']}/{env['backend']}, "
-        f"torch {env['torch']}"
-        + (f", {env['gpu']}" if env.get("gpu") else ""),
+        f"torch {env['torch']}" + (f", {env['gpu']}" if env.get("gpu") else ""),
         f"  model d_model={p['d_model']} layers={p['n_layer']} heads={p['n_head']} seq={p['seq_len']} {p['dtype']}; "
         f"{p['steps']} steps x {p['batch']} seqs/rank; runs: plain torch FSDP2 fully_shard, then nzdist.fsdp "
         f"(lossless, chunk {p['chunk_elems']}, "
@@ -131,16 +143,21 @@ def format_report(results: dict, paths: dict | None = None) -> str:
         lines.append(f"losses: IDENTICAL in every bit on every rank ({world} ranks x {n} steps)")
     else:
         first = same["loss_mismatches"][0]
-        lines.append(f"losses: DIFFER -- {len(same['loss_mismatches'])}+ mismatches, first on rank {first[0]} step "
-                     f"{first[1]}: {first[2]} vs {first[3]}")
+        lines.append(
+            f"losses: DIFFER -- {len(same['loss_mismatches'])}+ mismatches, first on rank {first[0]} step "
+            f"{first[1]}: {first[2]} vs {first[3]}"
+        )
     if same["params"]:
         lines.append("final parameters: IDENTICAL in every bit on every rank")
     else:
         bad = {r: v for r, v in same["params_differ"].items() if v}
         lines.append(f"final parameters: DIFFER -- {bad}")
     lines += ["", f"per rank{'':20} {BASELINE:>14} {CANDIDATE:>14}   {CANDIDATE}/{BASELINE}"]
-    rows = [("parameters resident", "param_bytes"), ("optimizer state", "state_bytes"),
-            ("all-gather bytes sent", "wire_bytes")]
+    rows = [
+        ("parameters resident", "param_bytes"),
+        ("optimizer state", "state_bytes"),
+        ("all-gather bytes sent", "wire_bytes"),
+    ]
     spilled = any(base["spills"]) or any(cand["spills"])
     if spilled:  # shards that outgrew their all-gather capacity travelled raw by broadcast
         rows.append(("spill broadcast bytes", "spill_bytes"))
@@ -163,8 +180,7 @@ def format_report(results: dict, paths: dict | None = None) -> str:
         f"parameters {_num(ratios['param_bytes'])}, optimizer state {_num(ratios['state_bytes'])}, "
         f"all-gather bytes {_num(ratios['all_gather_wire_bytes'])} "
         + (f"(with spill broadcasts {_num(ratios['all_gather_plus_spill_bytes'])}) " if spilled else "")
-        +
-        f"(nzdist.comm_stats payload/dense {_num(ratios['all_gather_payload_vs_dense'])}), "
+        + f"(nzdist.comm_stats payload/dense {_num(ratios['all_gather_payload_vs_dense'])}), "
         f"step time {ratios['median_step_time']:.3f}x",
         f"  resident parameters: {base['bits_per_param']:.2f} -> {cand['bits_per_param']:.2f} bits/parameter "
         f"(random-init weights after {n} steps, not a trained model; the all-gather payload also carries each "
@@ -188,12 +204,17 @@ def plot(results: dict, path: str) -> None:
     steps = range(1, len(s[BASELINE]["loss_mean"]) + 1)
     ax.plot(steps, s[BASELINE]["loss_mean"], lw=3, alpha=0.5, label="plain FSDP2")
     ax.plot(steps, s[CANDIDATE]["loss_mean"], "k--", marker=".", lw=1, label="nzdist")
-    ax.set(xlabel="step", ylabel="loss (mean over ranks)",
-           title="loss: " + ("identical bits" if results["identical"]["losses"] else "DIFFERS"))
+    ax.set(
+        xlabel="step",
+        ylabel="loss (mean over ranks)",
+        title="loss: " + ("identical bits" if results["identical"]["losses"] else "DIFFERS"),
+    )
     ax.legend()
     width = 0.38
-    for ax, keys, title in ((axes[1], ("param_bytes", "state_bytes"), "resident bytes per rank"),
-                            (axes[2], ("wire_bytes",), "all-gather bytes sent per rank")):
+    for ax, keys, title in (
+        (axes[1], ("param_bytes", "state_bytes"), "resident bytes per rank"),
+        (axes[2], ("wire_bytes",), "all-gather bytes sent per rank"),
+    ):
         labels, xs = [], 0
         for key in keys:
             for r in range(world):
@@ -203,12 +224,20 @@ def plot(results: dict, path: str) -> None:
                 top = b
                 if key == "wire_bytes" and s[CANDIDATE]["spill_bytes"][r]:  # raw re-sends of outgrown shards
                     spill = s[CANDIDATE]["spill_bytes"][r] / 2**20
-                    ax.bar(xs + width / 2, spill, width, bottom=b, color="C3", hatch="//",
-                           label="nzdist spill broadcasts" if r == 0 else None)
+                    ax.bar(
+                        xs + width / 2,
+                        spill,
+                        width,
+                        bottom=b,
+                        color="C3",
+                        hatch="//",
+                        label="nzdist spill broadcasts" if r == 0 else None,
+                    )
                     top = b + spill
                 ax.text(xs + width / 2, top, f"{_ratio(top, a):.2f}x", ha="center", va="bottom", fontsize=8)
-                labels.append(f"{'params' if key == 'param_bytes' else 'optim' if key == 'state_bytes' else 'rank'} "
-                              f"r{r}")
+                labels.append(
+                    f"{'params' if key == 'param_bytes' else 'optim' if key == 'state_bytes' else 'rank'} r{r}"
+                )
                 xs += 1
         ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 4 else 0)
         ax.set(ylabel="MiB", title=title)

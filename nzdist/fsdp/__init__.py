@@ -14,10 +14,25 @@ from .fully_shard import compressed_shards, convert, fully_shard, seal
 from .memory import MemoryReport, memory_report
 from .optimizer import CompressedOptimizer, open_during_step
 from .param import CompressedShard
-from .state import ShardMeta
 from .policies import SizePolicy, TransformerLayerPolicy, shard_model
 from .slot import CapacityError, ShardMismatchError
+from .state import ShardMeta
 
-__all__ = ["convert", "fully_shard", "seal", "shard_model", "TransformerLayerPolicy", "SizePolicy",
-           "CompressedOptimizer", "open_during_step", "memory_report", "MemoryReport", "CompressedShard", "ShardMeta",
-           "CapacityError", "ShardMismatchError", "compressed_shards", "DEFAULT_HEADROOM"]
+__all__ = [
+    "convert",
+    "fully_shard",
+    "seal",
+    "shard_model",
+    "TransformerLayerPolicy",
+    "SizePolicy",
+    "CompressedOptimizer",
+    "open_during_step",
+    "memory_report",
+    "MemoryReport",
+    "CompressedShard",
+    "ShardMeta",
+    "CapacityError",
+    "ShardMismatchError",
+    "compressed_shards",
+    "DEFAULT_HEADROOM",
+]

@@ -36,10 +36,16 @@ def pre_all_gather(shard, mesh, outer_size, mp_policy) -> tuple[tuple[torch.Tens
     even = rows % world == 0
     if not plan.agreed_for(gather_dtype):
         payload = st.payload_for(gather_dtype)
-        capacity = agree_capacity(payload_bytes=0 if payload is None else payload.nbytes,
-                                  padded_numel=padded_numel, dtype=gather_dtype, headroom=meta.headroom,
-                                  trainable=meta.trainable,
-                                  group=mesh.get_group(), device=st.device, name=meta.name)
+        capacity = agree_capacity(
+            payload_bytes=0 if payload is None else payload.nbytes,
+            padded_numel=padded_numel,
+            dtype=gather_dtype,
+            headroom=meta.headroom,
+            trainable=meta.trainable,
+            group=mesh.get_group(),
+            device=st.device,
+            name=meta.name,
+        )
         slices = 1
         if not even:  # FSDP asserts padded-shape inputs for uneven shards: travel as k uint8 slices
             slices = max(1, -(-capacity // padded_numel))
@@ -53,8 +59,7 @@ def pre_all_gather(shard, mesh, outer_size, mp_policy) -> tuple[tuple[torch.Tens
         inputs = (slot,)
     else:
         padded_shape = (padded_rows, *outer_size[1:])
-        inputs = tuple(slot[j * padded_numel:(j + 1) * padded_numel].view(padded_shape)
-                       for j in range(plan.slices))
+        inputs = tuple(slot[j * padded_numel : (j + 1) * padded_numel].view(padded_shape) for j in range(plan.slices))
     return inputs, (gather_dtype, tuple(outer_size), world, plan.capacity, even, meta, mesh.get_group())
 
 
@@ -68,10 +73,10 @@ def post_all_gather(shard, all_gather_outputs, metadata, *, out=None):
     padded_numel = padded_rows * row_numel
     if even:
         flat = all_gather_outputs[0].view(-1)
-        slots = [flat[r * capacity:(r + 1) * capacity] for r in range(world)]
+        slots = [flat[r * capacity : (r + 1) * capacity] for r in range(world)]
     else:
         flats = [o.view(-1) for o in all_gather_outputs]
-        slots = [torch.cat([f[r * padded_numel:(r + 1) * padded_numel] for f in flats]) for r in range(world)]
+        slots = [torch.cat([f[r * padded_numel : (r + 1) * padded_numel] for f in flats]) for r in range(world)]
     headers = read_slot_headers(slots, capacity, name=name)
     over = [(r, n) for r, (kind, n) in enumerate(headers) if kind == KIND_OVERFLOW]
     if over and meta.on_overflow == "raise":
@@ -80,12 +85,15 @@ def post_all_gather(shard, all_gather_outputs, metadata, *, out=None):
             f"nzdist.fsdp: the compressed shard of {name or 'a parameter'} outgrew the all-gather capacity of "
             f"{capacity - SLOT_HEADER_BYTES} bytes agreed at its first all-gather ({detail}). Use a larger "
             "headroom (nzdist.fsdp.fully_shard(..., headroom=...)) or on_overflow='spill'; capacities never "
-            "change during a module's life because FSDP2 fixes its buffer sizes.")
+            "change during a module's life because FSDP2 fixes its buffer sizes."
+        )
     if over:
-        warnings.warn(f"nzdist.fsdp: {name} outgrew its all-gather capacity on rank(s) {[r for r, _ in over]}; "
-                      "those shards travel raw in an extra broadcast until they shrink again", stacklevel=2)
-    dest = out if out is not None else torch.empty(outer_size, dtype=gather_dtype,
-                                                   device=all_gather_outputs[0].device)
+        warnings.warn(
+            f"nzdist.fsdp: {name} outgrew its all-gather capacity on rank(s) {[r for r, _ in over]}; "
+            "those shards travel raw in an extra broadcast until they shrink again",
+            stacklevel=2,
+        )
+    dest = out if out is not None else torch.empty(outer_size, dtype=gather_dtype, device=all_gather_outputs[0].device)
     if dest.dtype != gather_dtype:
         raise FormatError(f"FSDP asks for {dest.dtype} but {name} was gathered as {gather_dtype}")
     cts, outs = [], []
@@ -93,22 +101,26 @@ def post_all_gather(shard, all_gather_outputs, metadata, *, out=None):
         flat_dest = dest.view(-1)
         for r, (slot, (kind, length)) in enumerate(zip(slots, headers)):
             start, end = min(r * padded_rows, rows), min((r + 1) * padded_rows, rows)
-            target = flat_dest[start * row_numel:end * row_numel].view(end - start, *outer_size[1:])
+            target = flat_dest[start * row_numel : end * row_numel].view(end - start, *outer_size[1:])
             if kind == KIND_OVERFLOW:  # every rank saw the mark: the same broadcasts happen everywhere
                 spill_raw(shard.dense, target, r, group)
                 continue
-            data = slot[SLOT_HEADER_BYTES:SLOT_HEADER_BYTES + length]
+            data = slot[SLOT_HEADER_BYTES : SLOT_HEADER_BYTES + length]
             if kind == KIND_RAW:
                 if length != target.numel() * gather_dtype.itemsize:
-                    raise FormatError(f"rank {r}'s raw shard of {name} has {length} bytes, expected "
-                                      f"{target.numel() * gather_dtype.itemsize}")
+                    raise FormatError(
+                        f"rank {r}'s raw shard of {name} has {length} bytes, expected "
+                        f"{target.numel() * gather_dtype.itemsize}"
+                    )
                 if length:
                     target.view(-1).view(torch.uint8).copy_(data)
                 continue
             ct = CompressedTensor.from_bytes(data)
             if ct.shape != target.shape or ct.dtype != gather_dtype:
-                raise FormatError(f"rank {r}'s payload for {name} holds {tuple(ct.shape)} {ct.dtype}, expected "
-                                  f"{tuple(target.shape)} {gather_dtype}")
+                raise FormatError(
+                    f"rank {r}'s payload for {name} holds {tuple(ct.shape)} {ct.dtype}, expected "
+                    f"{tuple(target.shape)} {gather_dtype}"
+                )
             cts.append(ct)
             outs.append(target)
         _decode_many(cts, outs)

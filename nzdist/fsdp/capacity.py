@@ -44,8 +44,17 @@ _SLACK = 64  # bytes: per-chunk headers of the codec may grow by a few bytes wit
 _TRAINED_FRACTION = {torch.bfloat16: 0.72, torch.float16: 0.88, torch.float32: 0.88}
 
 
-def agree_capacity(*, payload_bytes: int, padded_numel: int, dtype: torch.dtype, headroom: float,
-                   trainable: bool, group, device: torch.device, name: str) -> int:
+def agree_capacity(
+    *,
+    payload_bytes: int,
+    padded_numel: int,
+    dtype: torch.dtype,
+    headroom: float,
+    trainable: bool,
+    group,
+    device: torch.device,
+    name: str,
+) -> int:
     """Slot capacity in bytes, identical on every rank of ``group``."""
     code = DTYPE_CODES.get(dtype, 0)
     vec = torch.tensor([payload_bytes, padded_numel, -padded_numel, code, -code], dtype=torch.int64, device=device)
@@ -56,7 +65,8 @@ def agree_capacity(*, payload_bytes: int, padded_numel: int, dtype: torch.dtype,
         raise ShardMismatchError(
             f"ranks disagree on parameter {name or '?'}: padded shard numel ranges {numel_min}..{numel_max}, dtype "
             f"codes {code_min}..{code_max} (this rank: numel {padded_numel}, {dtype}); every rank must build the "
-            "same model before sharding")
+            "same model before sharding"
+        )
     return capacity_for(max_payload, padded_numel=padded_numel, dtype=dtype, headroom=headroom, trainable=trainable)
 
 

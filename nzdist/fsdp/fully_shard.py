@@ -19,8 +19,15 @@ _LOAD_HOOKED = "_nzdist_load_hooked"
 _CONVERTED_TO = "_nzdist_converted_to"  # set on a replaced parameter, so tied uses elsewhere find its successor
 
 
-def convert(module: nn.Module | list[nn.Module], *, codec=None, frozen_codec=None,
-            headroom: float = DEFAULT_HEADROOM, on_overflow: str = "spill", min_numel: int = 0):
+def convert(
+    module: nn.Module | list[nn.Module],
+    *,
+    codec=None,
+    frozen_codec=None,
+    headroom: float = DEFAULT_HEADROOM,
+    on_overflow: str = "spill",
+    min_numel: int = 0,
+):
     """Swap ``module``'s float parameters for :class:`CompressedShard` s, in place; returns ``module``.
 
     Call it before torch's ``fully_shard`` (directly, or through accelerate / transformers) and every FSDP2
@@ -38,13 +45,21 @@ def convert(module: nn.Module | list[nn.Module], *, codec=None, frozen_codec=Non
     """
     codec = codec if codec is not None else Lossless()
     if isinstance(codec, Lossy):
-        raise ValueError("trainable parameters need a lossless codec (a Lossy codec would re-round them at every "
-                         "update); pass Lossy(...) as frozen_codec for requires_grad=False parameters")
+        raise ValueError(
+            "trainable parameters need a lossless codec (a Lossy codec would re-round them at every "
+            "update); pass Lossy(...) as frozen_codec for requires_grad=False parameters"
+        )
     frozen_codec = frozen_codec if frozen_codec is not None else codec
     if isinstance(module, (list, tuple)):
         for m in module:
-            convert(m, codec=codec, frozen_codec=frozen_codec, headroom=headroom, on_overflow=on_overflow,
-                    min_numel=min_numel)
+            convert(
+                m,
+                codec=codec,
+                frozen_codec=frozen_codec,
+                headroom=headroom,
+                on_overflow=on_overflow,
+                min_numel=min_numel,
+            )
         return module
     for mod_name, mod in module.named_modules(remove_duplicate=False):
         touched = False
@@ -59,9 +74,13 @@ def convert(module: nn.Module | list[nn.Module], *, codec=None, frozen_codec=Non
             if isinstance(p, (CompressedShard, DTensor)) or p.dtype not in SUPPORTED_DTYPES or p.numel() < min_numel:
                 touched |= isinstance(p, CompressedShard)
                 continue
-            meta = ShardMeta(codec=codec if p.requires_grad else frozen_codec, headroom=headroom,
-                             name=f"{mod_name}.{pname}" if mod_name else pname, trainable=p.requires_grad,
-                             on_overflow=on_overflow)
+            meta = ShardMeta(
+                codec=codec if p.requires_grad else frozen_codec,
+                headroom=headroom,
+                name=f"{mod_name}.{pname}" if mod_name else pname,
+                trainable=p.requires_grad,
+                on_overflow=on_overflow,
+            )
             new = nn.Parameter(CompressedShard.wrap(p.data, meta), requires_grad=p.requires_grad)
             setattr(p, _CONVERTED_TO, new)
             mod._parameters[pname] = new
@@ -80,10 +99,19 @@ def seal(module: nn.Module) -> None:
             local.seal_()
 
 
-def fully_shard(module: nn.Module | list[nn.Module], *, mesh=None, codec=None, frozen_codec=None,
-                headroom: float = DEFAULT_HEADROOM, on_overflow: str = "spill", mp_policy=None,
-                reshard_after_forward: bool | None = None,
-                offload_policy=None, **torch_kwargs):
+def fully_shard(
+    module: nn.Module | list[nn.Module],
+    *,
+    mesh=None,
+    codec=None,
+    frozen_codec=None,
+    headroom: float = DEFAULT_HEADROOM,
+    on_overflow: str = "spill",
+    mp_policy=None,
+    reshard_after_forward: bool | None = None,
+    offload_policy=None,
+    **torch_kwargs,
+):
     """Drop-in for ``torch.distributed.fsdp.fully_shard`` whose all-gathers carry compressed shards.
 
     ``module`` may be one module or a list (as accelerate passes for tied embeddings). Everything else is
@@ -95,8 +123,10 @@ def fully_shard(module: nn.Module | list[nn.Module], *, mesh=None, codec=None, f
     from torch.distributed.fsdp import fully_shard as torch_fully_shard  # looked up late, like accelerate does
 
     if reshard_after_forward is not None and not isinstance(reshard_after_forward, bool):
-        raise NotImplementedError(f"reshard_after_forward={reshard_after_forward!r}: FSDP2 supports only True/False "
-                                  "for parameters with all-gather extensions (nzdist's compressed shards)")
+        raise NotImplementedError(
+            f"reshard_after_forward={reshard_after_forward!r}: FSDP2 supports only True/False "
+            "for parameters with all-gather extensions (nzdist's compressed shards)"
+        )
     modules = list(module) if isinstance(module, (list, tuple)) else [module]
     convert(modules, codec=codec, frozen_codec=frozen_codec, headroom=headroom, on_overflow=on_overflow)
     if mp_policy is not None:
@@ -130,9 +160,14 @@ def _dense_state_dict(mod: nn.Module, state_dict: dict, prefix: str, local_metad
         key = prefix + name
         value = state_dict.get(key)
         if isinstance(value, DTensor) and isinstance(value._local_tensor, CompressedShard):
-            state_dict[key] = DTensor.from_local(_dense_copy(value._local_tensor), value.device_mesh,
-                                                 value.placements, run_check=False, shape=value.shape,
-                                                 stride=value.stride())
+            state_dict[key] = DTensor.from_local(
+                _dense_copy(value._local_tensor),
+                value.device_mesh,
+                value.placements,
+                run_check=False,
+                shape=value.shape,
+                stride=value.stride(),
+            )
         elif isinstance(value, CompressedShard):
             state_dict[key] = _dense_copy(value)
 

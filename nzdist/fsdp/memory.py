@@ -35,8 +35,12 @@ class MemoryReport:
         return self.state_bytes / self.state_dense_bytes if self.state_dense_bytes else float("nan")
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "param_ratio": self.param_ratio, "param_ratio_vs_bf16": self.param_ratio_vs_bf16,
-                "state_ratio": self.state_ratio}
+        return {
+            **asdict(self),
+            "param_ratio": self.param_ratio,
+            "param_ratio_vs_bf16": self.param_ratio_vs_bf16,
+            "state_ratio": self.state_ratio,
+        }
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:

@@ -31,8 +31,9 @@ def _local(t):
 
 def _rewrap(value: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
     if isinstance(value, DTensor):
-        return DTensor.from_local(local, value.device_mesh, value.placements, run_check=False, shape=value.shape,
-                                  stride=value.stride())
+        return DTensor.from_local(
+            local, value.device_mesh, value.placements, run_check=False, shape=value.shape, stride=value.stride()
+        )
     return local
 
 
@@ -63,8 +64,15 @@ def open_during_step(optimizer: torch.optim.Optimizer) -> tuple:
 class CompressedOptimizer(torch.optim.Optimizer):
     """``opt = CompressedOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-3), compress_state=True)``"""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, *, max_open_bytes: int = 256 << 20,
-                 compress_state: bool = False, state_codec=None, state_min_numel: int = 1024):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        max_open_bytes: int = 256 << 20,
+        compress_state: bool = False,
+        state_codec=None,
+        state_min_numel: int = 1024,
+    ):
         if isinstance(optimizer, CompressedOptimizer):
             raise TypeError("optimizer is already a CompressedOptimizer")
         if not isinstance(optimizer, torch.optim.Optimizer):
@@ -82,9 +90,14 @@ class CompressedOptimizer(torch.optim.Optimizer):
         self.compress_state = compress_state
         self._state_meta = ShardMeta(codec=state_codec, name="optimizer state")
         self.state_min_numel = state_min_numel
-        for attr in ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks", "_optimizer_state_dict_pre_hooks",
-                     "_optimizer_state_dict_post_hooks", "_optimizer_load_state_dict_pre_hooks",
-                     "_optimizer_load_state_dict_post_hooks"):
+        for attr in (
+            "_optimizer_step_pre_hooks",
+            "_optimizer_step_post_hooks",
+            "_optimizer_state_dict_pre_hooks",
+            "_optimizer_state_dict_post_hooks",
+            "_optimizer_load_state_dict_pre_hooks",
+            "_optimizer_load_state_dict_post_hooks",
+        ):
             setattr(self, attr, OrderedDict())
 
     @property

@@ -32,14 +32,31 @@ def _contiguous_strides(shape) -> tuple[int, ...]:
 
 
 # Ops that return a tensor aliasing all of their input: the result shares the input's ShardState.
-_ALIAS_OPS = {aten.detach.default, aten.alias.default, aten.view.default, aten._unsafe_view.default,
-              aten.reshape.default}
+_ALIAS_OPS = {
+    aten.detach.default,
+    aten.alias.default,
+    aten.view.default,
+    aten._unsafe_view.default,
+    aten.reshape.default,
+}
 # Ops that return views of part of the input (FSDP's chunking): the results get their own open ShardState.
-_SUBVIEW_OPS = {aten.split.Tensor, aten.split_with_sizes.default, aten.slice.Tensor, aten.narrow.default,
-                aten.as_strided.default, aten.select.int, aten.chunk.default}
+_SUBVIEW_OPS = {
+    aten.split.Tensor,
+    aten.split_with_sizes.default,
+    aten.slice.Tensor,
+    aten.narrow.default,
+    aten.as_strided.default,
+    aten.select.int,
+    aten.chunk.default,
+}
 # Ops that make a fresh tensor of the same kind (FSDP's padding buffer, device moves, pinning).
-_FACTORY_OPS = {aten.new_zeros.default, aten.new_empty.default, aten.new_full.default, aten.new_ones.default,
-                aten.new_empty_strided.default}
+_FACTORY_OPS = {
+    aten.new_zeros.default,
+    aten.new_empty.default,
+    aten.new_full.default,
+    aten.new_ones.default,
+    aten.new_empty_strided.default,
+}
 _COPY_OPS = {aten._to_copy.default, aten._pin_memory.default}
 
 
@@ -51,8 +68,14 @@ class CompressedShard(torch.Tensor):
     @staticmethod
     def __new__(cls, state: ShardState, shape=None, strides=None):
         shape = torch.Size(state.shape if shape is None else shape)
-        t = torch.Tensor._make_wrapper_subclass(cls, shape, strides=strides or _contiguous_strides(shape),
-                                                dtype=state.dtype, device=state.device, requires_grad=False)
+        t = torch.Tensor._make_wrapper_subclass(
+            cls,
+            shape,
+            strides=strides or _contiguous_strides(shape),
+            dtype=state.dtype,
+            device=state.device,
+            requires_grad=False,
+        )
         t._state = state
         return t
 
@@ -69,8 +92,10 @@ class CompressedShard(torch.Tensor):
 
     def __repr__(self) -> str:
         st = self._state
-        return (f"CompressedShard(shape={tuple(self.shape)}, dtype={self.dtype}, "
-                f"{'open' if st.dense is not None else 'sealed'}, resident_bytes={st.resident_bytes()})")
+        return (
+            f"CompressedShard(shape={tuple(self.shape)}, dtype={self.dtype}, "
+            f"{'open' if st.dense is not None else 'sealed'}, resident_bytes={st.resident_bytes()})"
+        )
 
     # nn.Module._apply (model.to / .cuda) and FSDP's device move swap traceable subclasses with
     # torch.utils.swap_tensors, which carries _state along; `param.data = ...` would leave it stale.
@@ -84,16 +109,29 @@ class CompressedShard(torch.Tensor):
     def __deepcopy__(self, memo):
         if id(self) in memo:
             return memo[id(self)]
-        new = _rebuild(self.dense().clone(), self._state.meta, self.is_sealed, getattr(self, "_is_param", False),
-                       self.requires_grad)
+        new = _rebuild(
+            self.dense().clone(),
+            self._state.meta,
+            self.is_sealed,
+            getattr(self, "_is_param", False),
+            self.requires_grad,
+        )
         memo[id(self)] = new
         return new
 
     def __reduce_ex__(self, protocol):
         # torch.save / pickle: the values and the config, rebuilt as a new shard (torch's own path for wrapper
         # subclasses keys on data_ptr() == 0, which a shard no longer reports).
-        return (_rebuild, (self.dense().detach().clone(), self._state.meta, self.is_sealed,
-                           getattr(self, "_is_param", False), self.requires_grad))
+        return (
+            _rebuild,
+            (
+                self.dense().detach().clone(),
+                self._state.meta,
+                self.is_sealed,
+                getattr(self, "_is_param", False),
+                self.requires_grad,
+            ),
+        )
 
     # -- identity --------------------------------------------------------------------------------------------
     # A wrapper subclass has no storage: data_ptr() would be 0 for every shard, and accelerate (which remaps the
@@ -148,8 +186,13 @@ class CompressedShard(torch.Tensor):
                 return CompressedShard(ShardState.part_of(src._state, d), d.shape, d.stride())
 
             return tree_map_only(torch.Tensor, part, out)
-        if func is aten._to_copy.default and isinstance(args[0], CompressedShard) and args[0].is_sealed \
-                and kwargs.get("dtype", args[0].dtype) == args[0].dtype and "device" in kwargs:
+        if (
+            func is aten._to_copy.default
+            and isinstance(args[0], CompressedShard)
+            and args[0].is_sealed
+            and kwargs.get("dtype", args[0].dtype) == args[0].dtype
+            and "device" in kwargs
+        ):
             # A device move of a sealed shard (FSDP's CPU offload brings the shard over for each all-gather):
             # move the payload, not a decoded copy.
             src, device = args[0], torch.device(kwargs["device"])
@@ -166,8 +209,10 @@ class CompressedShard(torch.Tensor):
 
         mutated = _mutated_shards(func, args, kwargs)
         if any(s._state.detached for s in mutated):
-            raise RuntimeError(f"{func}: in-place write to part of a sealed CompressedShard would be lost (the part is "
-                               "a decoded copy); call .open_() on the shard first, or write to the whole tensor")
+            raise RuntimeError(
+                f"{func}: in-place write to part of a sealed CompressedShard would be lost (the part is "
+                "a decoded copy); call .open_() on the shard first, or write to the whole tensor"
+            )
         reseal = []
         for s in mutated:
             if s._state.dense is None:

@@ -7,8 +7,8 @@ the usual choice for multi-node jobs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -53,8 +53,10 @@ def shard_model(model: nn.Module, policy: Callable | None = None, **fully_shard_
     Keyword arguments go to :func:`nzdist.fsdp.fully_shard` (``mesh``, ``codec``, ``mp_policy``, ...).
     """
     if policy is not None and not callable(policy):
-        raise TypeError(f"policy must be TransformerLayerPolicy, SizePolicy or a callable (module) -> bool, got "
-                        f"{type(policy).__name__}; for a set of layer classes use TransformerLayerPolicy({{...}})")
+        raise TypeError(
+            f"policy must be TransformerLayerPolicy, SizePolicy or a callable (module) -> bool, got "
+            f"{type(policy).__name__}; for a set of layer classes use TransformerLayerPolicy({{...}})"
+        )
     codec_keys = ("codec", "frozen_codec", "headroom", "on_overflow")
     codec_kwargs = {k: fully_shard_kwargs[k] for k in codec_keys if k in fully_shard_kwargs}
     convert(model, **codec_kwargs)  # once, up front, so parameters tied across groups stay one object

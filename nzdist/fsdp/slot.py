@@ -52,8 +52,9 @@ def read_slot_header(slot: torch.Tensor, capacity: int, *, rank: int, name: str)
     return read_slot_headers([slot], capacity, name=name, first_rank=rank)[0]
 
 
-def read_slot_headers(slots: list[torch.Tensor], capacity: int, *, name: str,
-                      first_rank: int = 0) -> list[tuple[int, int]]:
+def read_slot_headers(
+    slots: list[torch.Tensor], capacity: int, *, name: str, first_rank: int = 0
+) -> list[tuple[int, int]]:
     """(kind, length) of every rank's slot, read with one device-to-host copy (a copy: never pin the all-gather
     buffer); raises FormatError naming the first rank whose header is not one nzdist writes."""
     blob = torch.stack([s[:SLOT_HEADER_BYTES] for s in slots]).cpu().numpy().tobytes()
@@ -62,10 +63,14 @@ def read_slot_headers(slots: list[torch.Tensor], capacity: int, *, name: str,
         magic, kind, length = SLOT_HEADER.unpack_from(blob, i * SLOT_HEADER_BYTES)
         rank = first_rank + i
         if magic != SLOT_MAGIC or kind not in (KIND_PAYLOAD, KIND_RAW, KIND_OVERFLOW):
-            raise FormatError(f"nzdist all-gather slot of rank {rank} for {name or 'a parameter'} has a corrupt "
-                              f"header (magic {magic!r}, kind {kind})")
+            raise FormatError(
+                f"nzdist all-gather slot of rank {rank} for {name or 'a parameter'} has a corrupt "
+                f"header (magic {magic!r}, kind {kind})"
+            )
         if kind != KIND_OVERFLOW and SLOT_HEADER_BYTES + length > capacity:
-            raise FormatError(f"nzdist all-gather slot of rank {rank} for {name or 'a parameter'} claims {length} "
-                              f"bytes, more than its capacity {capacity - SLOT_HEADER_BYTES}")
+            raise FormatError(
+                f"nzdist all-gather slot of rank {rank} for {name or 'a parameter'} claims {length} "
+                f"bytes, more than its capacity {capacity - SLOT_HEADER_BYTES}"
+            )
         out.append((kind, length))
     return out

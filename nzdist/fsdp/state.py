@@ -65,8 +65,22 @@ class ShardState:
     to FSDP's copy-in, so the resident bytes carry no capacity headroom.
     """
 
-    __slots__ = ("dense", "ct", "gather_ct", "dirty", "owns_storage", "meta", "plan", "shape", "dtype", "device",
-                 "encodes", "detached", "parent", "_identity")
+    __slots__ = (
+        "dense",
+        "ct",
+        "gather_ct",
+        "dirty",
+        "owns_storage",
+        "meta",
+        "plan",
+        "shape",
+        "dtype",
+        "device",
+        "encodes",
+        "detached",
+        "parent",
+        "_identity",
+    )
 
     def __init__(self, dense: torch.Tensor, meta: ShardMeta, owns_storage: bool, plan: GatherPlan | None = None):
         self.dense: torch.Tensor | None = dense

@@ -40,8 +40,9 @@ def train_run(name: str, preset: ExperimentConfig, mesh, tokens, device: torch.d
 
 # -------------------------------------------------------------------------------------------------- CLI
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="nzdist.launch.compare", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="nzdist.launch.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--preset", default="tiny_cpu", help="tiny_cpu, gpu_1b, or a path to a preset JSON file")
     p.add_argument("--out", default="out", help="directory for report.json and report.png (rank 0 writes)")
     add_override_args(p)
@@ -80,9 +81,14 @@ def _compare(args, preset: ExperimentConfig, rank: int, world: int, device: torc
     dist.all_gather_object(gathered, records)
     ok = True
     if rank == 0:
-        env = {"world_size": world, "device": device.type, "backend": dist.get_backend(),
-               "threads_per_rank": threads, "torch": torch.__version__,
-               "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+        env = {
+            "world_size": world,
+            "device": device.type,
+            "backend": dist.get_backend(),
+            "threads_per_rank": threads,
+            "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        }
         results = report.build_results(preset.as_dict(), env, gathered)
         paths = report.save(results, args.out)
         print(report.format_report(results, paths), flush=True)

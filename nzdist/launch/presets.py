@@ -26,8 +26,15 @@ def overrides_from(args: argparse.Namespace) -> dict:
 
 def override_argv(args: argparse.Namespace) -> list[str]:
     """The override flags back as argv, to forward to the worker."""
-    flags = {"steps": "--steps", "batch": "--batch", "seed": "--seed", "d_model": "--d-model", "n_layer": "--layers",
-             "seq_len": "--seq-len", "device": "--device"}
+    flags = {
+        "steps": "--steps",
+        "batch": "--batch",
+        "seed": "--seed",
+        "d_model": "--d-model",
+        "n_layer": "--layers",
+        "seq_len": "--seq-len",
+        "device": "--device",
+    }
     out = []
     for key, flag in flags.items():
         value = getattr(args, key)

@@ -6,6 +6,7 @@ import sys
 import torch
 
 from nzdist.teardown import comm_threads, end_distributed
+
 from support import assert_bit_equal  # noqa: F401 - the checkpoint tests import it from here
 
 

@@ -7,9 +7,10 @@ import sys
 import deepspeed
 import torch
 import torch.distributed as dist
-from ckpt_testutil import end_worker
 
 from nzdist.deepspeed.checkpoint_engine import MAGIC, NzdistCheckpointEngine
+
+from ckpt_testutil import end_worker
 
 CONFIG = {
     "train_micro_batch_size_per_gpu": 4,
@@ -43,8 +44,10 @@ def snapshot(engine):
         params = [p.detach().clone() for p in engine.module.parameters()]
     opt = engine.optimizer
     flat = [t.detach().clone() for t in opt.fp32_partitioned_groups_flat]
-    state = [{k: v.detach().clone() for k, v in opt.optimizer.state[t].items() if torch.is_tensor(v)}
-             for t in opt.fp32_partitioned_groups_flat]
+    state = [
+        {k: v.detach().clone() for k, v in opt.optimizer.state[t].items() if torch.is_tensor(v)}
+        for t in opt.fp32_partitioned_groups_flat
+    ]
     return params, flat, state
 
 
@@ -73,6 +76,7 @@ def main():
     assert step(a, 3) == step(b, 3), "next step differs"
     if dist.get_rank() == 0:
         import glob
+
         files = glob.glob(f"{out}/t3/*.pt")
         assert files and all(open(f, "rb").read(8) == MAGIC for f in files), files
         print(f"OK {len(files)} files in nzdist format", flush=True)

@@ -8,12 +8,13 @@ import sys
 
 import torch
 import torch.distributed as dist
-from ckpt_testutil import end_worker
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
 import nzdist.checkpoint as ckpt
+
+from ckpt_testutil import end_worker
 
 
 def build():
@@ -69,8 +70,7 @@ def check_load(out, name):
         for k in ref:
             a, b = got[k], ref[k]
             if isinstance(b, torch.Tensor):
-                assert a.dtype == b.dtype and torch.equal(a.view(-1).view(torch.uint8),
-                                                          b.view(-1).view(torch.uint8)), k
+                assert a.dtype == b.dtype and torch.equal(a.view(-1).view(torch.uint8), b.view(-1).view(torch.uint8)), k
             else:
                 assert a == b, (k, a, b)
         print(f"OK world={dist.get_world_size()} {name}: {len(ref)} entries bit-identical", flush=True)

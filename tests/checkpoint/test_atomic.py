@@ -17,8 +17,11 @@ HERE = Path(__file__).parent
 
 
 def _kill_mid_save(target: Path, value: float) -> None:
-    proc = subprocess.Popen([sys.executable, str(HERE / "kill_worker.py"), str(target), str(value)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "kill_worker.py"), str(target), str(value)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.time() + 60
         # Wait until the save has started writing data into its temporary directory, then kill it.

@@ -54,6 +54,6 @@ def test_convert_dense_to_dcp_and_safetensors(tmp_path):
     st = tmp_path / "b.safetensors"
     assert cli.main(["convert", str(tmp_path / "b"), str(st), "--dense"]) == 0
     flat = load_file(st)
-    assert_bit_equal({k[len("model."):]: v for k, v in flat.items() if k.startswith("model.")}, model.state_dict())
+    assert_bit_equal({k[len("model.") :]: v for k, v in flat.items() if k.startswith("model.")}, model.state_dict())
     assert torch.equal(flat["optim.state.0.exp_avg_sq"], opt.state_dict()["state"][0]["exp_avg_sq"])
     assert cli.main(["convert", str(tmp_path / "b"), str(st), "--dense"]) == 2  # refuses to overwrite

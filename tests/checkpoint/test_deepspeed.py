@@ -5,8 +5,9 @@ import os
 from pathlib import Path
 
 import pytest
-import support
 import torch
+
+import support
 
 pytest.importorskip("deepspeed")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -18,17 +19,27 @@ HERE = Path(__file__).parent
 
 
 def test_zero3_engine_save_load_bit_identical(tmp_path):
-    proc = support.launch(HERE / "ds_worker.py", 2, [str(tmp_path)], timeout=300, check=True,
-                          env={"DS_ACCELERATOR": "cpu", "NZDIST_NUM_THREADS": "1"})
+    proc = support.launch(
+        HERE / "ds_worker.py",
+        2,
+        [str(tmp_path)],
+        timeout=300,
+        check=True,
+        env={"DS_ACCELERATOR": "cpu", "NZDIST_NUM_THREADS": "1"},
+    )
     assert "OK 4 files in nzdist format" in proc.stdout
 
 
 def test_engine_round_trip_and_corruption(tmp_path):
     eng = NzdistCheckpointEngine()
     g = torch.Generator().manual_seed(0)
-    tree = {"module": {"w": torch.randn(64, 64, generator=g).bfloat16(), "b": torch.randn(3)},
-            "optimizer_state_dict": {"fp32_flat_groups": [torch.randn(5000, generator=g)], "step": 7},
-            "ds_version": "0.19.8", "ints": torch.arange(1000), "pair": (1, torch.ones(100))}
+    tree = {
+        "module": {"w": torch.randn(64, 64, generator=g).bfloat16(), "b": torch.randn(3)},
+        "optimizer_state_dict": {"fp32_flat_groups": [torch.randn(5000, generator=g)], "step": 7},
+        "ds_version": "0.19.8",
+        "ints": torch.arange(1000),
+        "pair": (1, torch.ones(100)),
+    }
     path = tmp_path / "x.pt"
     eng.save(tree, str(path))
     got = eng.load(str(path))

@@ -11,8 +11,9 @@ from nzdist.checkpoint import delta
 from ckpt_testutil import assert_bit_equal, step, tiny_training_state
 
 
-@pytest.mark.parametrize("dtype,itype", [(torch.bfloat16, torch.int16), (torch.float16, torch.int16),
-                                         (torch.float32, torch.int32)])
+@pytest.mark.parametrize(
+    "dtype,itype", [(torch.bfloat16, torch.int16), (torch.float16, torch.int16), (torch.float32, torch.int32)]
+)
 @pytest.mark.parametrize("method", [delta.SUB, delta.XOR, delta.XOR_NZ, delta.AUTO])
 def test_delta_is_exact_on_any_bit_pattern(dtype, itype, method):
     g = torch.Generator().manual_seed(0)

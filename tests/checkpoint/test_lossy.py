@@ -15,8 +15,9 @@ STEP_TOL = 0.10  # and every step after the first restore within 10%
 
 def _make(seed):
     torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 256),
-                                torch.nn.GELU(), torch.nn.Linear(256, 16))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 256), torch.nn.GELU(), torch.nn.Linear(256, 16)
+    )
     return model, torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
 
 
@@ -40,8 +41,12 @@ def _run(tmp_path, codec, delta):
         losses.append(loss.item())
         if codec is not None and (i + 1) % EVERY == 0:
             path = tmp_path / f"step{i + 1}"
-            res = ckpt.save({"model": model.state_dict(), "optim": opt.state_dict()}, path, codec=codec,
-                            previous=prev if delta else None)
+            res = ckpt.save(
+                {"model": model.state_dict(), "optim": opt.state_dict()},
+                path,
+                codec=codec,
+                previous=prev if delta else None,
+            )
             ratios.append(res.dense_bytes / res.stored_bytes)
             prev = path
             model, opt = _make(99)  # a fresh process would start from other weights and an empty optimizer
@@ -106,7 +111,7 @@ def test_quantiser_error_bounds():
     rv = lossy.decode(lossy.encode(v, "exp_avg_sq", cfg), v.shape, v.dtype)
     assert (rv[:10] == 0).all()
     ratio = rv[10:] / v[10:]
-    assert (ratio <= 2 ** 0.5 + 1e-6).all() and (ratio >= 2 ** -0.5 - 1e-6).all()
+    assert (ratio <= 2**0.5 + 1e-6).all() and (ratio >= 2**-0.5 - 1e-6).all()
     # A delta against a reconstruction keeps the same bound: no drift along a chain.
     w2 = w + 1e-3 * torch.randn(10_000, generator=g)
     r2 = lossy.decode(lossy.encode(w2, "weight", cfg, ref=r), w.shape, w.dtype, ref=r)

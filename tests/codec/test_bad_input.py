@@ -70,16 +70,19 @@ def test_wrong_version():
         decode(reseal(bad))
 
 
-@pytest.mark.parametrize("field,offset,fmt,value,message", [
-    ("numel", 16, "<Q", 2**61, "shape does not match"),
-    ("shape", 64, "<Q", 2**40, "absurd shape|shape does not match"),
-    ("total_bytes", 40, "<Q", 2**50, "truncated"),
-    ("dtype", 8, "<B", 9, "unknown dtype"),
-    ("mode", 9, "<B", 5, "unknown mode"),
-    ("chunk_elems", 24, "<I", 1000, "chunk"),
-    ("num_chunks", 28, "<I", 2**31, "chunk count"),
-    ("keep_bits", 10, "<B", 30, "mantissa"),
-])
+@pytest.mark.parametrize(
+    "field,offset,fmt,value,message",
+    [
+        ("numel", 16, "<Q", 2**61, "shape does not match"),
+        ("shape", 64, "<Q", 2**40, "absurd shape|shape does not match"),
+        ("total_bytes", 40, "<Q", 2**50, "truncated"),
+        ("dtype", 8, "<B", 9, "unknown dtype"),
+        ("mode", 9, "<B", 5, "unknown mode"),
+        ("chunk_elems", 24, "<I", 1000, "chunk"),
+        ("num_chunks", 28, "<I", 2**31, "chunk count"),
+        ("keep_bits", 10, "<B", 30, "mantissa"),
+    ],
+)
 def test_absurd_header_values(field, offset, fmt, value, message):
     bad = bytearray(payloads()["coded"])
     struct.pack_into(fmt, bad, offset, value)
@@ -103,9 +106,12 @@ def test_fuzz_random_bytes(data):
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(kind=st.sampled_from(["coded", "lossy-normalised", "raw"]),
-       edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=8),
-       cut=st.integers(0, 10**6), reseal_header=st.booleans())
+@given(
+    kind=st.sampled_from(["coded", "lossy-normalised", "raw"]),
+    edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=8),
+    cut=st.integers(0, 10**6),
+    reseal_header=st.booleans(),
+)
 def test_fuzz_mutated_payloads(kind, edits, cut, reseal_header):
     """Mutations either raise FormatError or (if they changed nothing) decode to the original values."""
     good = payloads()[kind]

@@ -20,7 +20,7 @@ def bound(x: torch.Tensor, dtype, k: int, normalised: bool) -> torch.Tensor:
     ax = x.double().abs()
     if not normalised:
         return 2.0 ** -(k + 1) * torch.clamp(ax, min=2.0 ** EMIN[dtype])
-    rel = 2.0 ** -(k + 1) + 1.5 * 2.0 ** -m + 2.0 ** -22
+    rel = 2.0 ** -(k + 1) + 1.5 * 2.0**-m + 2.0**-22
     return rel * ax + 2.0 ** (EMIN[dtype] - k + 1) + 2.0 ** (EMIN[dtype] - m + 1)
 
 
@@ -93,7 +93,12 @@ def test_fewer_bits_compress_smaller(minilm_state):
 def test_lossy_bound_is_checked_against_the_dtype():
     with pytest.raises(ValueError, match="exceeds the 7 mantissa bits"):
         nzdist.compress(torch.zeros(4, dtype=torch.bfloat16), codec=nzdist.Lossy(mantissa_bits=8))
-    for bad in (dict(mantissa_bits=-1), dict(mantissa_bits=24), dict(block_size=-5), dict(chunk_elems=1000),
-                dict(mantissa_bits=2.5)):
+    for bad in (
+        dict(mantissa_bits=-1),
+        dict(mantissa_bits=24),
+        dict(block_size=-5),
+        dict(chunk_elems=1000),
+        dict(mantissa_bits=2.5),
+    ):
         with pytest.raises(ValueError):
             nzdist.Lossy(**bad)

@@ -43,9 +43,23 @@ def test_every_16bit_pattern(dtype, decoder, encoder):
 
 
 def test_fp32_specials_and_random_bits(decoder, encoder):
-    specials = torch.tensor([0x00000000, 0x80000000, 0x00000001, 0x807FFFFF, 0x7F800000, 0xFF800000,
-                             0x7FC00000, 0x7F800001, 0xFFFFFFFF, 0x7F7FFFFF, 0x00800000, 0x3F800000],
-                            dtype=torch.int64).to(torch.int32)
+    specials = torch.tensor(
+        [
+            0x00000000,
+            0x80000000,
+            0x00000001,
+            0x807FFFFF,
+            0x7F800000,
+            0xFF800000,
+            0x7FC00000,
+            0x7F800001,
+            0xFFFFFFFF,
+            0x7F7FFFFF,
+            0x00800000,
+            0x3F800000,
+        ],
+        dtype=torch.int64,
+    ).to(torch.int32)
     rand = torch.randint(-(2**31), 2**31 - 1, (50000,), dtype=torch.int32, generator=torch.Generator().manual_seed(2))
     mixed = torch.cat([specials.repeat(300), rand, int_view(weights(50000, torch.float32))])
     roundtrip(mixed.view(torch.float32), SMALL_CHUNKS)

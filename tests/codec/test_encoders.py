@@ -35,8 +35,10 @@ def cases():
         yield f"{dtype}-constant", torch.full((5000,), 0.5, dtype=dtype)  # one symbol: frequency 2^11
         yield f"{dtype}-two-values", torch.tensor([0.5, -0.25], dtype=dtype).repeat(2049)
         bits = torch.randint(0, 2**16 if dtype != torch.float32 else 2**31, (40000,), generator=g)
-        yield f"{dtype}-random-bits", bits.to(torch.int32).to(
-            torch.int16 if dtype != torch.float32 else torch.int32).view(dtype)
+        yield (
+            f"{dtype}-random-bits",
+            bits.to(torch.int32).to(torch.int16 if dtype != torch.float32 else torch.int32).view(dtype),
+        )
         for n in (1, 31, 32, 33, 1023, 1025, 4096 + 17):
             yield f"{dtype}-n{n}", w[:n].clone()
     # fp32 whose low mantissa bits are zero (bf16 origin): the byte fields become coded
@@ -89,8 +91,9 @@ def normalise(counts, n, scale=1 << 11):
 
 
 @pytest.mark.parametrize("encoder", _C._encoders())
-@pytest.mark.parametrize("dtype,n", [(torch.bfloat16, 65536), (torch.float16, 131072), (torch.bfloat16, 5000),
-                                     (torch.float32, 65536)])
+@pytest.mark.parametrize(
+    "dtype,n", [(torch.bfloat16, 65536), (torch.float16, 131072), (torch.bfloat16, 5000), (torch.float32, 65536)]
+)
 def test_first_chunk_table_is_the_normalised_histogram(dtype, n, encoder):
     """The frequency table of field 0 is the normalised histogram of sign|exponent|top mantissa bits, whichever
     way the encoder counted (per field, or one histogram of whole 16-bit patterns for large chunks)."""
@@ -105,6 +108,6 @@ def test_first_chunk_table_is_the_normalised_histogram(dtype, n, encoder):
     counts = torch.bincount(u >> shift, minlength=1 << width).tolist()
     want = [(s, f) for s, f in enumerate(normalise(counts, n)) if f]
     field = chunk + 16
-    n_used = int.from_bytes(buf[field:field + 2], "little")
-    entries = [int.from_bytes(buf[field + 136 + 3 * i:field + 139 + 3 * i], "little") for i in range(n_used)]
+    n_used = int.from_bytes(buf[field : field + 2], "little")
+    entries = [int.from_bytes(buf[field + 136 + 3 * i : field + 139 + 3 * i], "little") for i in range(n_used)]
     assert [(e & 0x3FF, (e >> 10) + 1) for e in entries] == want

@@ -27,8 +27,23 @@ def all_patterns(dtype: torch.dtype) -> torch.Tensor:
     if dtype in (torch.bfloat16, torch.float16):
         p = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16)
         return p[torch.randperm(p.numel(), generator=g)].view(dtype)
-    special = torch.tensor([0, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0x7F800001, 0xFFFFFFFF, 1,
-                            0x807FFFFF, 0x00800000, 0x7F7FFFFF, 0x3F800000], dtype=torch.int64)
+    special = torch.tensor(
+        [
+            0,
+            0x80000000,
+            0x7F800000,
+            0xFF800000,
+            0x7FC00000,
+            0x7F800001,
+            0xFFFFFFFF,
+            1,
+            0x807FFFFF,
+            0x00800000,
+            0x7F7FFFFF,
+            0x3F800000,
+        ],
+        dtype=torch.int64,
+    )
     rand = torch.randint(0, 1 << 32, (20000,), generator=g, dtype=torch.int64)
     return torch.cat([special, rand]).to(torch.int32).view(torch.float32)
 

@@ -27,8 +27,9 @@ def asan_runtime() -> str | None:
     if cxx is None:
         return None
     try:
-        path = subprocess.run([cxx, "-print-file-name=libasan.so"], capture_output=True, text=True,
-                              timeout=30).stdout.strip()
+        path = subprocess.run(
+            [cxx, "-print-file-name=libasan.so"], capture_output=True, text=True, timeout=30
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return path if path and os.path.isabs(path) and os.path.exists(path) else None
@@ -44,24 +45,54 @@ def build(extra: tuple[str, ...] = (), tag: str = "") -> ctypes.CDLL:
     cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if cxx is None:
         raise RuntimeError("no C++ compiler found to build csrc/cuda/host_sim.cpp")
-    sources = [CUDA_SRC / "host_sim.cpp", CUDA_SRC / "chunk.h", CUDA_SRC / "simt.h", CUDA_SRC / "records.h",
-               ROOT / "csrc" / "format.h", ROOT / "csrc" / "validate.h"]
+    sources = [
+        CUDA_SRC / "host_sim.cpp",
+        CUDA_SRC / "chunk.h",
+        CUDA_SRC / "simt.h",
+        CUDA_SRC / "records.h",
+        ROOT / "csrc" / "format.h",
+        ROOT / "csrc" / "validate.h",
+    ]
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources) + " ".join(extra).encode()).hexdigest()[:16]
     lib = Path(tempfile.gettempdir()) / f"nzdist_host_sim_{tag}{digest}.so"
     if not lib.exists():
         tmp = lib.with_suffix(f".{os.getpid()}.tmp")
         # -ffp-contract=off: the CPU codec is built in ISO C++ mode, which does not fuse multiply-adds either.
-        subprocess.run([cxx, "-std=c++17", "-O2", "-ffp-contract=off", "-fPIC", "-shared", *extra, "-o", str(tmp),
-                        str(CUDA_SRC / "host_sim.cpp")], check=True, timeout=300)
+        subprocess.run(
+            [
+                cxx,
+                "-std=c++17",
+                "-O2",
+                "-ffp-contract=off",
+                "-fPIC",
+                "-shared",
+                *extra,
+                "-o",
+                str(tmp),
+                str(CUDA_SRC / "host_sim.cpp"),
+            ],
+            check=True,
+            timeout=300,
+        )
         os.replace(tmp, lib)
     so = ctypes.CDLL(str(lib))
     so.nzsim_decode_batch.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
     so.nzsim_decode_batch.restype = None
     so.nzsim_crc32c_pieces.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]
     so.nzsim_crc32c_pieces.restype = ctypes.c_uint32
-    so.nzsim_encode.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.POINTER(ctypes.c_int64), ctypes.c_int,
-                                ctypes.c_int, ctypes.c_int, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_void_p,
-                                ctypes.c_uint64, ctypes.POINTER(ctypes.c_uint32)]
+    so.nzsim_encode.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_uint64,
+        ctypes.POINTER(ctypes.c_int64),
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_uint32,
+        ctypes.c_uint32,
+        ctypes.c_void_p,
+        ctypes.c_uint64,
+        ctypes.POINTER(ctypes.c_uint32),
+    ]
     so.nzsim_encode.restype = ctypes.c_uint64
     return so
 
@@ -97,12 +128,21 @@ class Sim:
         errs = torch.zeros(n, dtype=torch.int32)
         rows, first = [], 0
         for i, (p, o) in enumerate(zip(payloads, outs)):
-            grain = (grains[i] if grains else 1 << 16)
+            grain = grains[i] if grains else 1 << 16
             items = 1 if o.numel() == 0 else -(-o.numel() // grain)
             length = p.numel() if src_lens is None else src_lens[i]
-            rows.append({"src": p.data_ptr(), "src_len": length, "dst": o.data_ptr(), "numel": o.numel(),
-                         "first_item": first, "grain": grain, "dtype": dtype_code(o.dtype),
-                         "err": errs.data_ptr() + 4 * i})
+            rows.append(
+                {
+                    "src": p.data_ptr(),
+                    "src_len": length,
+                    "dst": o.data_ptr(),
+                    "numel": o.numel(),
+                    "first_item": first,
+                    "grain": grain,
+                    "dtype": dtype_code(o.dtype),
+                    "err": errs.data_ptr() + 4 * i,
+                }
+            )
             first += items
         jobs = pack_decode_jobs(rows)
         max_fields = max((MAX_FIELDS[o.dtype] for o in outs), default=2)

@@ -12,8 +12,10 @@ from nzdist.codec import cuda
 
 import cuda_cases as cases
 
-pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() and cuda.available()),
-                                reason="needs a CUDA GPU and nzdist built with its CUDA kernels")
+pytestmark = pytest.mark.skipif(
+    not (torch.cuda.is_available() and cuda.available()),
+    reason="needs a CUDA GPU and nzdist built with its CUDA kernels",
+)
 
 
 def codec_for(keep, block, chunk):
@@ -71,8 +73,11 @@ def test_three_coded_fields_fp32():
 @pytest.mark.parametrize("variant", cuda.variants())
 def test_many_chunks_one_launch_per_variant(variant):
     """Thousands of warps at once: v3's pooled tables are contended when most chunks code two fields."""
-    ts = [cases.fp16_origin_bf16(300_000), cases.weights(700_000, torch.bfloat16, 8),
-          cases.weights(90_000, torch.float32, 9)]
+    ts = [
+        cases.fp16_origin_bf16(300_000),
+        cases.weights(700_000, torch.bfloat16, 8),
+        cases.weights(90_000, torch.float32, 9),
+    ]
     payloads = [cuda.compress(t.cuda(), chunk_elems=1024) for t in ts]
     outs = [torch.empty(t.shape, dtype=t.dtype, device="cuda") for t in ts]
     cuda.decompress_batch(payloads, outs, chunk_elems=1024, variant=variant)
@@ -95,10 +100,10 @@ def test_batch_and_shards_end_to_end():
     cap = (max(p.numel() for p in payloads) + 15) // 16 * 16
     buf = torch.zeros(cap * len(shards), dtype=torch.uint8, device="cuda")
     for r, p in enumerate(payloads):
-        buf[r * cap:r * cap + p.numel()] = p
+        buf[r * cap : r * cap + p.numel()] = p
     flat = torch.empty(sum(s.numel() for s in shards), dtype=torch.bfloat16, device="cuda")
     outs = list(flat.split([s.numel() for s in shards]))
-    cuda.decompress_batch([buf[r * cap:(r + 1) * cap] for r in range(4)], outs, chunk_elems=4096)
+    cuda.decompress_batch([buf[r * cap : (r + 1) * cap] for r in range(4)], outs, chunk_elems=4096)
     assert torch.equal(flat.cpu(), torch.cat(shards))
 
 
@@ -123,8 +128,7 @@ def test_corruption_raises_format_error():
     bad[-5] ^= 0x10  # inside the last chunk
     for variant in cuda.variants():
         with pytest.raises(nzdist.FormatError):
-            cuda.decompress(bad, torch.empty(20_000, dtype=torch.bfloat16, device="cuda"), verify=True,
-                            variant=variant)
+            cuda.decompress(bad, torch.empty(20_000, dtype=torch.bfloat16, device="cuda"), verify=True, variant=variant)
     with pytest.raises(nzdist.FormatError):
         cuda.decompress(payload, torch.empty(20_000, dtype=torch.float16, device="cuda"))
 

@@ -38,8 +38,9 @@ def _gpu_visible() -> bool:
 @pytest.mark.skipif(_gpu_visible(), reason="checks the no-GPU path")
 def test_without_a_gpu_stops_early_before_building(tmp_path):
     t0 = time.monotonic()
-    r = subprocess.run(["bash", str(KIT)], capture_output=True, text=True, timeout=90,
-                       env={**os.environ, "OUT": str(tmp_path)})
+    r = subprocess.run(
+        ["bash", str(KIT)], capture_output=True, text=True, timeout=90, env={**os.environ, "OUT": str(tmp_path)}
+    )
     assert time.monotonic() - t0 < 60
     assert r.returncode != 0
     assert "no GPU found" in r.stdout

@@ -20,15 +20,17 @@ import cuda_cases as cases
 from cuda_sim import VARIANTS, Sim, build
 
 
-
 @pytest.fixture(scope="module")
 def sim() -> Sim:
     return Sim(build())
 
 
 def cpu_compress(t, keep=None, block=0, chunk=1 << 16):
-    codec = nzdist.Lossless(chunk_elems=chunk) if keep is None else nzdist.Lossy(
-        mantissa_bits=keep, block_size=block, chunk_elems=chunk)
+    codec = (
+        nzdist.Lossless(chunk_elems=chunk)
+        if keep is None
+        else nzdist.Lossy(mantissa_bits=keep, block_size=block, chunk_elems=chunk)
+    )
     return nzdist.compress(t, codec=codec)
 
 
@@ -131,9 +133,13 @@ def test_nan_with_zero_mantissa_bits_is_rejected(sim):
 
 
 def test_batch_mixed_dtypes_and_grains(sim):
-    ts = [cases.weights(5000, torch.bfloat16, 1), cases.weights(3000, torch.float32, 2),
-          cases.weights(0, torch.float16, 3), cases.weights(7, torch.float16, 4),
-          cases.weights(4096, torch.bfloat16, 5)]
+    ts = [
+        cases.weights(5000, torch.bfloat16, 1),
+        cases.weights(3000, torch.float32, 2),
+        cases.weights(0, torch.float16, 3),
+        cases.weights(7, torch.float16, 4),
+        cases.weights(4096, torch.bfloat16, 5),
+    ]
     cts = [cpu_compress(t, chunk=1024) for t in ts]
     for grain in (1024, 2048, 333, 1 << 20):  # any grain is correct; equal to chunk_elems is the fast one
         for variant in VARIANTS:
@@ -151,8 +157,8 @@ def test_shards_laid_end_to_end(sim):
     cap = (max(p.numel() for p in payloads) + 15) // 16 * 16 + 16
     buf = torch.zeros(cap * len(shards), dtype=torch.uint8)
     for r, p in enumerate(payloads):
-        buf[r * cap:r * cap + p.numel()] = p
-    views = [buf[r * cap:(r + 1) * cap] for r in range(len(shards))]
+        buf[r * cap : r * cap + p.numel()] = p
+    views = [buf[r * cap : (r + 1) * cap] for r in range(len(shards))]
     for variant in VARIANTS:
         flat = torch.empty(sum(s.numel() for s in shards), dtype=torch.bfloat16)
         outs = list(flat.split([s.numel() for s in shards]))

@@ -39,39 +39,48 @@ def test_no_section_or_disabled_means_plain_deepspeed():
 
 
 def test_lossy_frozen_and_checkpoint_options():
-    cfg = parse(_config(codec="lossy", mantissa_bits=0, block_size=0, params="frozen",
-                        checkpoint={"compress": True, "level": 3}))
+    cfg = parse(
+        _config(
+            codec="lossy", mantissa_bits=0, block_size=0, params="frozen", checkpoint={"compress": True, "level": 3}
+        )
+    )
     assert cfg.codec_object().mantissa_bits == 0
     assert cfg.checkpoint.compress and cfg.checkpoint.options == {"level": 3}
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(codec="zstd"), "neuzip.codec must be one of"),
-    (dict(codec="lossy", params="frozen", mantissa_bits=8), "neuzip.mantissa_bits must be an int in 0..7"),
-    (dict(codec="lossy", params="frozen", mantissa_bits=-1), "neuzip.mantissa_bits"),
-    (dict(codec="lossy", params="frozen", mantissa_bits=2.5), "neuzip.mantissa_bits"),
-    (dict(codec="lossy"), 'needs neuzip.params "frozen"'),
-    (dict(params="some"), "neuzip.params must be one of"),
-    (dict(min_numel=0), "neuzip.min_numel"),
-    (dict(chunk_elems=1000), "chunk_elems"),
-    (dict(codec="lossy", params="frozen", block_size=-4), "block_size"),
-    (dict(stats="yes"), "neuzip.stats must be a boolean"),
-    (dict(mantisa_bits=3), "unknown neuzip key(s) ['mantisa_bits']"),
-    (dict(checkpoint={"compress": "yes"}), "neuzip.checkpoint.compress"),
-    (dict(codec="lossy", params="frozen", compress_at_rest=True), "compress_at_rest needs the lossless"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(codec="zstd"), "neuzip.codec must be one of"),
+        (dict(codec="lossy", params="frozen", mantissa_bits=8), "neuzip.mantissa_bits must be an int in 0..7"),
+        (dict(codec="lossy", params="frozen", mantissa_bits=-1), "neuzip.mantissa_bits"),
+        (dict(codec="lossy", params="frozen", mantissa_bits=2.5), "neuzip.mantissa_bits"),
+        (dict(codec="lossy"), 'needs neuzip.params "frozen"'),
+        (dict(params="some"), "neuzip.params must be one of"),
+        (dict(min_numel=0), "neuzip.min_numel"),
+        (dict(chunk_elems=1000), "chunk_elems"),
+        (dict(codec="lossy", params="frozen", block_size=-4), "block_size"),
+        (dict(stats="yes"), "neuzip.stats must be a boolean"),
+        (dict(mantisa_bits=3), "unknown neuzip key(s) ['mantisa_bits']"),
+        (dict(checkpoint={"compress": "yes"}), "neuzip.checkpoint.compress"),
+        (dict(codec="lossy", params="frozen", compress_at_rest=True), "compress_at_rest needs the lossless"),
+    ],
+)
 def test_bad_neuzip_values(bad, message):
     with pytest.raises(NeuzipConfigError) as e:
         parse(_config(**bad))
     assert message in str(e.value)
 
 
-@pytest.mark.parametrize("zero, message", [
-    ({"stage": 2}, "got stage 2"),
-    (None, "got stage 0"),
-    ({"stage": 3, "zero_quantized_weights": True}, "zero_quantized_weights"),
-    ({"stage": 3, "offload_param": {"device": "nvme"}}, "nvme"),
-])
+@pytest.mark.parametrize(
+    "zero, message",
+    [
+        ({"stage": 2}, "got stage 2"),
+        (None, "got stage 0"),
+        ({"stage": 3, "zero_quantized_weights": True}, "zero_quantized_weights"),
+        ({"stage": 3, "offload_param": {"device": "nvme"}}, "nvme"),
+    ],
+)
 def test_zero_settings_neuzip_cannot_serve(zero, message):
     cfg = _config()
     if zero is None:
@@ -124,8 +133,9 @@ def test_config_dict_is_not_modified():
 def test_signature_matches_deepspeed_initialize():
     deepspeed = pytest.importorskip("deepspeed")
     ours, theirs = inspect.signature(initialize), inspect.signature(deepspeed.initialize)
-    assert [(p.name, p.kind, p.default) for p in ours.parameters.values()] == \
-        [(p.name, p.kind, p.default) for p in theirs.parameters.values()]
+    assert [(p.name, p.kind, p.default) for p in ours.parameters.values()] == [
+        (p.name, p.kind, p.default) for p in theirs.parameters.values()
+    ]
 
 
 def test_patch_deepspeed_routes_through_nzdist_without_recursion(monkeypatch):

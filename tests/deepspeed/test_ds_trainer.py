@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 import support
 
 pytest.importorskip("transformers")
@@ -18,8 +19,7 @@ SCRIPT = Path(__file__).parent / "trainer_worker.py"
 def test_trainer_deepspeed_zero3_is_bit_identical(tmp_path):
     """Llama with Trainer's AdamW (fp32) and GPT-2 with DeepSpeed's AdamW (bf16), tied embeddings, weight decay
     and gradient clipping: losses and final full parameters equal to plain ZeRO-3; partitions held compressed."""
-    r = support.torchrun(SCRIPT, 2, [], tmp_path, timeout=900,
-                         env={"DS_ACCELERATOR": "cpu", "NZDIST_NUM_THREADS": "1"})
+    r = support.torchrun(SCRIPT, 2, [], tmp_path, timeout=900, env={"DS_ACCELERATOR": "cpu", "NZDIST_NUM_THREADS": "1"})
     assert r["returncode"] == 0, r["stderr_tail"]
     for rank in r["ranks"]:
         assert set(rank["cases"]) == {"llama_trainer_optim", "gpt2_ds_optim_bf16"}

@@ -28,9 +28,27 @@ def _check(proc, out, steps):
 def test_train_fsdp_backend_torchrun(tmp_path):
     pytest.importorskip("nzdist.fsdp")
     out = tmp_path / "fsdp.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(free_port()), "launch/train.py", "--backend", "fsdp", "--config", "configs/neuzip_zero.json",
-           "--steps", "4", "--d-model", "64", "--compare-dense", "--json", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        "launch/train.py",
+        "--backend",
+        "fsdp",
+        "--config",
+        "configs/neuzip_zero.json",
+        "--steps",
+        "4",
+        "--d-model",
+        "64",
+        "--compare-dense",
+        "--json",
+        str(out),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=cpu_env(), capture_output=True, text=True, timeout=TIMEOUT)
     result = _check(proc, out, 4)
     assert result["ranks"][0][1]["backend"] == "fsdp"
@@ -41,9 +59,20 @@ def test_ds_multinode_script_with_a_one_host_hostfile(tmp_path):
     pytest.importorskip("deepspeed")
     (tmp_path / "hostfile").write_text("localhost slots=2\n")
     out = tmp_path / "multinode.json"
-    env = dict(cpu_env(), HOSTFILE=str(tmp_path / "hostfile"), MASTER_ADDR="127.0.0.1",
-               MASTER_PORT=str(free_port()), DS_ARGS="--no_ssh_check")
-    proc = subprocess.run(["bash", "launch/ds_multinode.sh", "--steps", "3", "--d-model", "64", "--compare-dense",
-                           "--json", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    env = dict(
+        cpu_env(),
+        HOSTFILE=str(tmp_path / "hostfile"),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(free_port()),
+        DS_ARGS="--no_ssh_check",
+    )
+    proc = subprocess.run(
+        ["bash", "launch/ds_multinode.sh", "--steps", "3", "--d-model", "64", "--compare-dense", "--json", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
     result = _check(proc, out, 3)
     assert result["ranks"][0][1]["backend"] == "deepspeed"

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+
 from ds_launch_helpers import ROOT, TIMEOUT, cpu_env, free_port
 
 WORKER = os.path.join(ROOT, "tests", "deepspeed", "worker.py")
@@ -22,8 +23,9 @@ def _test_config(tmp_path) -> str:
     small buckets, so forward and backward both gather, in buckets that mix compressed and dense parameters."""
     with open(os.path.join(ROOT, "configs", "neuzip_zero.json")) as f:
         cfg = json.load(f)
-    cfg["zero_optimization"].update(stage3_max_live_parameters=0, stage3_max_reuse_distance=0,
-                                    stage3_prefetch_bucket_size=20000)
+    cfg["zero_optimization"].update(
+        stage3_max_live_parameters=0, stage3_max_reuse_distance=0, stage3_prefetch_bucket_size=20000
+    )
     path = tmp_path / "ds.json"
     path.write_text(json.dumps(cfg))
     return str(path)
@@ -31,8 +33,14 @@ def _test_config(tmp_path) -> str:
 
 def _run(cmd, tmp_path, env=None) -> dict:
     out = tmp_path / "result.json"
-    proc = subprocess.run(cmd + ["--out", str(out)], cwd=ROOT, env={**cpu_env(), **(env or {})},
-                          capture_output=True, text=True, timeout=TIMEOUT)
+    proc = subprocess.run(
+        cmd + ["--out", str(out)],
+        cwd=ROOT,
+        env={**cpu_env(), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
     if proc.returncode != 0 or not out.exists():
         pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     result = json.loads(out.read_text())
@@ -47,17 +55,36 @@ def ds_launcher_ranks(tmp_path_factory):
         pytest.skip("the deepspeed launcher is not on PATH")
     # Through launch/ds_train.sh, so the script users run is what starts the DeepSpeed launcher here.
     env = {"NUM_GPUS": "2", "MASTER_PORT": str(free_port()), "CONFIG": _test_config(tmp), "SCRIPT": WORKER}
-    cmd = ["bash", os.path.join(ROOT, "launch", "ds_train.sh"), "--scenario", "parity_ckpt",
-           "--ckpt", str(tmp / "ckpt")]
+    cmd = [
+        "bash",
+        os.path.join(ROOT, "launch", "ds_train.sh"),
+        "--scenario",
+        "parity_ckpt",
+        "--ckpt",
+        str(tmp / "ckpt"),
+    ]
     return _run(cmd, tmp, env)
 
 
 @pytest.fixture(scope="module")
 def torchrun_ranks(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("torchrun")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(free_port()), WORKER, "--scenario", "parity_zeropp", "--config", _test_config(tmp),
-           "--ckpt", str(tmp / "ckpt")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        WORKER,
+        "--scenario",
+        "parity_zeropp",
+        "--config",
+        _test_config(tmp),
+        "--ckpt",
+        str(tmp / "ckpt"),
+    ]
     return _run(cmd, tmp)
 
 

@@ -17,6 +17,7 @@ import sys
 import tempfile
 
 import torch.distributed as dist
+
 from support import TokenData, emit, same_bits, tiny_gpt2, tiny_llama
 
 STEPS = 5
@@ -27,20 +28,24 @@ BASE = {
     "gradient_clipping": "auto",
     "steps_per_print": 1000000,
     "zero_allow_untested_optimizer": True,
-    "zero_optimization": {"stage": 3, "overlap_comm": False, "contiguous_gradients": True,
-                          "stage3_param_persistence_threshold": 0, "reduce_bucket_size": 500000,
-                          "stage3_prefetch_bucket_size": 200000},
+    "zero_optimization": {
+        "stage": 3,
+        "overlap_comm": False,
+        "contiguous_gradients": True,
+        "stage3_param_persistence_threshold": 0,
+        "reduce_bucket_size": 500000,
+        "stage3_prefetch_bucket_size": 200000,
+    },
 }
-DS_OPTIMIZER = {"type": "AdamW", "params": {"lr": "auto", "betas": "auto", "eps": "auto", "weight_decay": "auto",
-                                            "torch_adam": True}}
+DS_OPTIMIZER = {
+    "type": "AdamW",
+    "params": {"lr": "auto", "betas": "auto", "eps": "auto", "weight_decay": "auto", "torch_adam": True},
+}
 NEUZIP = {"codec": "lossless", "params": "all", "min_numel": 256, "stats": True, "compress_at_rest": True}
 
 
 # case: (model builder, optimizer from the DeepSpeed config (True) or Trainer's default AdamW (False), bf16)
-CASES = {
-    "llama_trainer_optim": (tiny_llama, False, False),
-    "gpt2_ds_optim_bf16": (tiny_gpt2, True, True),
-}
+CASES = {"llama_trainer_optim": (tiny_llama, False, False), "gpt2_ds_optim_bf16": (tiny_gpt2, True, True)}
 
 
 def full_params(engine) -> dict:
@@ -67,9 +72,24 @@ def run(case: str, nz: bool, out_dir: str):
     set_seed(0)
     model = build()
     args = TrainingArguments(
-        output_dir=out_dir, max_steps=STEPS, per_device_train_batch_size=2, learning_rate=5e-3, weight_decay=0.1,
-        max_grad_norm=1.0, lr_scheduler_type="constant", logging_steps=1, save_strategy="no", report_to=[],
-        use_cpu=True, seed=0, data_seed=0, dataloader_num_workers=0, disable_tqdm=True, bf16=bf16, deepspeed=config)
+        output_dir=out_dir,
+        max_steps=STEPS,
+        per_device_train_batch_size=2,
+        learning_rate=5e-3,
+        weight_decay=0.1,
+        max_grad_norm=1.0,
+        lr_scheduler_type="constant",
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+        data_seed=0,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        bf16=bf16,
+        deepspeed=config,
+    )
     trainer = Trainer(model=model, args=args, train_dataset=TokenData())
     trainer.train()
     engine = trainer.model_wrapped
@@ -97,10 +117,14 @@ def main(argv):
         for case in cases:
             plain_losses, plain_params, plain_stats = run(case, False, os.path.join(tmp, f"{case}.plain"))
             nz_losses, nz_params, nz_stats = run(case, True, os.path.join(tmp, f"{case}.nz"))
-            results[case] = {"plain_losses": plain_losses, "nz_losses": nz_losses,
-                             "losses_equal": plain_losses == nz_losses and len(plain_losses) == STEPS,
-                             "params_differ": same_bits(plain_params, nz_params), "plain": plain_stats,
-                             "nz": nz_stats}
+            results[case] = {
+                "plain_losses": plain_losses,
+                "nz_losses": nz_losses,
+                "losses_equal": plain_losses == nz_losses and len(plain_losses) == STEPS,
+                "params_differ": same_bits(plain_params, nz_params),
+                "plain": plain_stats,
+                "nz": nz_stats,
+            }
     ok = all(r["losses_equal"] and not r["params_differ"] for r in results.values())
     emit({"cases": results, "ok": ok})
     dist.destroy_process_group()

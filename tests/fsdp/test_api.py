@@ -7,11 +7,12 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
-from conftest import int_view
 
 import nzdist
 import nzdist.fsdp as nzfsdp
 from nzdist.fsdp.policies import _select_bottom_up
+
+from conftest import int_view
 
 
 class Block(nn.Module):
@@ -72,8 +73,11 @@ def test_compressed_optimizer_matches_plain_adamw(max_open_bytes, compress_state
     ref = copy.deepcopy(net)
     nzfsdp.convert(net)
     nzfsdp.seal(net)
-    opt = nzfsdp.CompressedOptimizer(torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=0.1),
-                                     max_open_bytes=max_open_bytes, compress_state=compress_state)
+    opt = nzfsdp.CompressedOptimizer(
+        torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=0.1),
+        max_open_bytes=max_open_bytes,
+        compress_state=compress_state,
+    )
     opt_ref = torch.optim.AdamW(ref.parameters(), lr=1e-2, weight_decay=0.1)
     if max_open_bytes:
         for p in net.parameters():

@@ -12,8 +12,25 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_bench_fsdp_smoke(tmp_path):
-    cmd = [sys.executable, "-m", "nzdist.cli", "bench", "fsdp", "--model", "gpt", "--steps", "1", "--warmup", "0",
-           "--batch", "1", "--seq", "16", "--out-dir", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "nzdist.cli",
+        "bench",
+        "fsdp",
+        "--model",
+        "gpt",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--batch",
+        "1",
+        "--seq",
+        "16",
+        "--out-dir",
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "nzdist/plain" in proc.stdout
@@ -23,5 +40,7 @@ def test_bench_fsdp_smoke(tmp_path):
     assert rows["nzdist/plain"]["final_loss"] == "equal"
     assert 0 < rows["nzdist/plain"]["param_bytes"] < 1 and 0 < rows["nzdist/plain"]["all_gather_bytes_per_step"] < 1
     per_rank = data["per_rank"]["nzdist"]
-    assert len(per_rank) == 2 and per_rank[0]["nzdist_dense_equivalent_per_step"] == \
-        data["per_rank"]["plain"][0]["all_gather_bytes_per_step"]  # same all-gathers, counted two ways
+    assert (
+        len(per_rank) == 2
+        and per_rank[0]["nzdist_dense_equivalent_per_step"] == data["per_rank"]["plain"][0]["all_gather_bytes_per_step"]
+    )  # same all-gathers, counted two ways

@@ -40,9 +40,16 @@ def test_parity_two_ranks(tmp_path):
     nzdist.fsdp.convert + torch's own fully_shard as accelerate would call it): 20 AdamW steps, bit-identical."""
     r = torchrun("parity.py", 2, [], tmp_path)
     for rank in per_rank(r):
-        assert set(rank["cases"]) == {"gpt_bf16", "gpt_bf16_noreshard_plainopt", "gpt_mp", "gpt_offload",
-                                      "gpt_tied_list", "llama_bf16", "llama_convert_torch_fully_shard",
-                                      "gpt2_tied_hf"}
+        assert set(rank["cases"]) == {
+            "gpt_bf16",
+            "gpt_bf16_noreshard_plainopt",
+            "gpt_mp",
+            "gpt_offload",
+            "gpt_tied_list",
+            "llama_bf16",
+            "llama_convert_torch_fully_shard",
+            "gpt2_tied_hf",
+        }
         assert_parity(rank["cases"])
     assert r["ok"]
 
@@ -77,8 +84,16 @@ def check_features(c: dict) -> None:
     assert lora["frozen_encoded_once"] and lora["trainable_encodes"] == [21]  # 1 at sharding + 1 per step
     assert lora["base_changed_by_lossy"] and lora["lossy_within_bound"]
     sd = c["state_dict"]
-    for key in ("model_sd_dense", "optim_sd_dense", "model_sd_equal_plain", "optim_sd_equal_plain",
-                "state_compressed_between_steps", "sealed_after_load", "resumed_losses_equal", "plain_load_ok"):
+    for key in (
+        "model_sd_dense",
+        "optim_sd_dense",
+        "model_sd_equal_plain",
+        "optim_sd_equal_plain",
+        "state_compressed_between_steps",
+        "sealed_after_load",
+        "resumed_losses_equal",
+        "plain_load_ok",
+    ):
         assert sd[key], key
     assert sd["resumed_params_differ"] == [] and sd["state_ratio"] < 1.0
     assert c["policies"]["ok"], c["policies"]

@@ -7,13 +7,14 @@ import math
 
 import pytest
 import torch
-from conftest import int_view
 
 import nzdist
 from nzdist.fsdp.capacity import capacity_for
 from nzdist.fsdp.param import CompressedShard
-from nzdist.fsdp.state import ShardMeta
 from nzdist.fsdp.slot import KIND_OVERFLOW, SLOT_HEADER_BYTES, CapacityError, read_slot_header, write_slot
+from nzdist.fsdp.state import ShardMeta
+
+from conftest import int_view
 
 
 def weights(*shape, seed=0, dtype=torch.bfloat16):
@@ -93,23 +94,25 @@ def _gathered(full, world, gather_dtype=None, trainable=True, corrupt_rank=None,
     padded_numel = padded_rows * row_numel
     even = rows % world == 0
     meta = ShardMeta(trainable=trainable, on_overflow="raise")
-    shards = [sealed(full[min(r * padded_rows, rows):min((r + 1) * padded_rows, rows)].contiguous(),
-                     trainable=trainable) for r in range(world)]
+    shards = [
+        sealed(full[min(r * padded_rows, rows) : min((r + 1) * padded_rows, rows)].contiguous(), trainable=trainable)
+        for r in range(world)
+    ]
     payload = max((s._state.payload_for(gather_dtype).nbytes if s.numel() else 0) for s in shards)
-    capacity = capacity_for(payload, padded_numel=padded_numel, dtype=gather_dtype, headroom=0.02,
-                            trainable=trainable)
+    capacity = capacity_for(payload, padded_numel=padded_numel, dtype=gather_dtype, headroom=0.02, trainable=trainable)
     slices = 1 if even else -(-capacity // padded_numel)
     capacity = capacity if even else slices * padded_numel
     slots = [s._state.make_slot(gather_dtype, capacity) for s in shards]
     if corrupt_rank is not None:
-        slots[corrupt_rank][SLOT_HEADER_BYTES + 20:SLOT_HEADER_BYTES + 28] ^= 0x33
+        slots[corrupt_rank][SLOT_HEADER_BYTES + 20 : SLOT_HEADER_BYTES + 28] ^= 0x33
     if overflow_rank is not None:
         write_slot(slots[overflow_rank], KIND_OVERFLOW, None, needed=capacity * 2)
     if even:
         outputs = (torch.cat(slots),)
     else:  # each slot travels as `slices` padded-shape pieces; output j holds piece j of every rank
-        outputs = tuple(torch.cat([sl[j * padded_numel:(j + 1) * padded_numel] for sl in slots])
-                        for j in range(slices))
+        outputs = tuple(
+            torch.cat([sl[j * padded_numel : (j + 1) * padded_numel] for sl in slots]) for j in range(slices)
+        )
     metadata = (gather_dtype, tuple(full.shape), world, capacity, even, meta, None)
     return shards[0], outputs, metadata
 

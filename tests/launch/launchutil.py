@@ -26,8 +26,9 @@ def run(cmd: list[str], timeout: float, **extra_env) -> subprocess.CompletedProc
     try:
         return subprocess.run(cmd, cwd=REPO, env=env(**extra_env), capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
-        raise AssertionError(f"{cmd} did not finish in {timeout}s (hang?)\n"
-                             f"stdout: {e.stdout}\nstderr: {e.stderr}") from e
+        raise AssertionError(
+            f"{cmd} did not finish in {timeout}s (hang?)\nstdout: {e.stdout}\nstderr: {e.stderr}"
+        ) from e
 
 
 def load_report(out_dir) -> dict:

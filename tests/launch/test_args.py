@@ -7,21 +7,25 @@ import json
 
 import pytest
 import torch
-from launchutil import PY, run
 
 from nzdist.experiments.config import KNOBS, PRESETS, ConfigError, load_preset, preset_path
 from nzdist.launch import compare, main
 
+from launchutil import PY, run
 
-@pytest.mark.parametrize("argv, message", [
-    (["--nproc", "0"], "--nproc must be at least 1, got 0"),
-    (["--nproc", "-3"], "--nproc must be at least 1, got -3"),
-    (["--preset", "huge_tpu"], "unknown preset 'huge_tpu': expected one of tiny_cpu, gpu_1b"),
-    (["--preset", "missing.json"], "preset file 'missing.json' does not exist"),
-    (["--steps", "0"], "steps must be an integer >= 1, got 0"),
-    (["--d-model", "130"], "d_model must be a multiple of n_head=4"),
-    (["--device", "tpu"], "invalid choice: 'tpu'"),
-])
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--nproc", "0"], "--nproc must be at least 1, got 0"),
+        (["--nproc", "-3"], "--nproc must be at least 1, got -3"),
+        (["--preset", "huge_tpu"], "unknown preset 'huge_tpu': expected one of tiny_cpu, gpu_1b"),
+        (["--preset", "missing.json"], "preset file 'missing.json' does not exist"),
+        (["--steps", "0"], "steps must be an integer >= 1, got 0"),
+        (["--d-model", "130"], "d_model must be a multiple of n_head=4"),
+        (["--device", "tpu"], "invalid choice: 'tpu'"),
+    ],
+)
 def test_main_rejects_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
         main.main(argv)
@@ -71,8 +75,12 @@ def test_presets_load_and_have_the_sizes_they_claim():
 
     def params(p):
         with torch.device("meta"):
-            return sum(t.numel() for t in GPT(ModelConfig(d_model=p.d_model, n_layer=p.n_layer, n_head=p.n_head,
-                                                            seq_len=p.seq_len)).parameters())
+            return sum(
+                t.numel()
+                for t in GPT(
+                    ModelConfig(d_model=p.d_model, n_layer=p.n_layer, n_head=p.n_head, seq_len=p.seq_len)
+                ).parameters()
+            )
 
     for name in PRESETS:
         p = load_preset(name)

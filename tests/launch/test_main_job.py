@@ -16,16 +16,22 @@ def test_main_job_two_ranks_identical_losses_and_report(tmp_path):
     assert "--nproc_per_node 2" in r.stdout and "nzdist.launch.compare" in r.stdout  # the launch line is shown
     assert "losses: IDENTICAL in every bit on every rank (2 ranks x 3 steps)" in r.stdout
     assert "final parameters: IDENTICAL" in r.stdout
-    assert re.search(r"ratios nzdist/plain .*parameters 0\.\d+, optimizer state \d\.\d+, all-gather bytes \d\.\d+",
-                     r.stdout), r.stdout
+    assert re.search(
+        r"ratios nzdist/plain .*parameters 0\.\d+, optimizer state \d\.\d+, all-gather bytes \d\.\d+", r.stdout
+    ), r.stdout
     assert "nzdist: 100%" in r.stderr and "fsdp2: 100%" in r.stderr  # a tqdm bar per run
 
     res = load_report(out)
     assert res["env"]["backend"] == "gloo" and res["preset"]["name"] == "tiny_cpu"
     assert_runs_identical(res, world=2, steps=3)
     ratios = res["ratios"]
-    for key in ("param_bytes", "state_bytes", "all_gather_wire_bytes", "all_gather_payload_vs_dense",
-                "median_step_time"):
+    for key in (
+        "param_bytes",
+        "state_bytes",
+        "all_gather_wire_bytes",
+        "all_gather_payload_vs_dense",
+        "median_step_time",
+    ):
         assert math.isfinite(ratios[key]) and ratios[key] > 0, (key, ratios)
     assert ratios["param_bytes"] < 1 and ratios["all_gather_wire_bytes"] < 1  # the codec really compressed
     plain, nz = res["summary"]["fsdp2"], res["summary"]["nzdist"]

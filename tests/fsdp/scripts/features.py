@@ -15,15 +15,20 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 import torch.nn as nn
 import torch.nn.functional as F
-from common import Block, TinyGPT, batches, bits, emit, full_params, init, mesh, same_bits
-from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
-                                                     set_model_state_dict, set_optimizer_state_dict)
+from torch.distributed.checkpoint.state_dict import (
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.fsdp import fully_shard as torch_fully_shard
 from torch.distributed.tensor import DTensor
 
 import nzdist
 import nzdist.fsdp as nzfsdp
+
+from common import Block, TinyGPT, batches, bits, emit, full_params, init, mesh, same_bits
 
 
 def step(model, opt, x, y):
@@ -78,12 +83,18 @@ def case_lora(rank):
     full = full_params(model)
     w, w0 = full["blocks.0.fc1.base.weight"].float(), original["blocks.0.fc1.base.weight"].float()
     rel = ((w - w0).abs() / w0.abs().clamp_min(1e-30)).max().item()
-    return {"losses": losses, "trains": losses[-1] < losses[0] - 0.5, "frozen": len(frozen),
-            "frozen_encoded_once": payload_before == payload_after and len(payload_before) == len(frozen)
-            and all(s.encode_count == 1 for s in frozen),
-            "trainable_encodes": sorted({s.encode_count for s in trainable}),
-            "base_changed_by_lossy": not torch.equal(bits(w.bfloat16()), bits(w0.bfloat16())),
-            "base_max_rel_err": rel, "lossy_within_bound": rel <= 2.0 ** -3}
+    return {
+        "losses": losses,
+        "trains": losses[-1] < losses[0] - 0.5,
+        "frozen": len(frozen),
+        "frozen_encoded_once": payload_before == payload_after
+        and len(payload_before) == len(frozen)
+        and all(s.encode_count == 1 for s in frozen),
+        "trainable_encodes": sorted({s.encode_count for s in trainable}),
+        "base_changed_by_lossy": not torch.equal(bits(w.bfloat16()), bits(w0.bfloat16())),
+        "base_max_rel_err": rel,
+        "lossy_within_bound": rel <= 2.0**-3,
+    }
 
 
 # -- state dicts: dense out, compressed in --------------------------------------------------------------------
@@ -100,8 +111,12 @@ def case_state_dict(rank):
         step(plain, opt_p, x, y)
         step(nzm, opt_n, x, y)
     mem = nzfsdp.memory_report(nzm, opt_n)
-    state_compressed = any(isinstance(v._local_tensor, nzfsdp.CompressedShard)
-                           for st in opt_n.state.values() for v in st.values() if isinstance(v, DTensor))
+    state_compressed = any(
+        isinstance(v._local_tensor, nzfsdp.CompressedShard)
+        for st in opt_n.state.values()
+        for v in st.values()
+        if isinstance(v, DTensor)
+    )
     msd, osd = get_model_state_dict(nzm), get_optimizer_state_dict(nzm, opt_n)
     msd_p, osd_p = get_model_state_dict(plain), get_optimizer_state_dict(plain, opt_p)
 
@@ -113,13 +128,18 @@ def case_state_dict(rank):
 
     flat_o = {f"{k}.{kk}": vv for k, st in osd["state"].items() for kk, vv in st.items()}
     flat_op = {f"{k}.{kk}": vv for k, st in osd_p["state"].items() for kk, vv in st.items()}
-    result = {"model_sd_dense": all(dense(v) for v in msd.values()),
-              "optim_sd_dense": all(dense(v) for v in flat_o.values() if isinstance(v, torch.Tensor)),
-              "model_sd_equal_plain": not same_bits({k: full(v) for k, v in msd.items()},
-                                                     {k: full(v) for k, v in msd_p.items()}),
-              "optim_sd_equal_plain": not same_bits({k: full(v) for k, v in flat_o.items()},
-                                                     {k: full(v) for k, v in flat_op.items()}),
-              "state_compressed_between_steps": state_compressed, "state_ratio": mem.state_ratio}
+    result = {
+        "model_sd_dense": all(dense(v) for v in msd.values()),
+        "optim_sd_dense": all(dense(v) for v in flat_o.values() if isinstance(v, torch.Tensor)),
+        "model_sd_equal_plain": not same_bits(
+            {k: full(v) for k, v in msd.items()}, {k: full(v) for k, v in msd_p.items()}
+        ),
+        "optim_sd_equal_plain": not same_bits(
+            {k: full(v) for k, v in flat_o.items()}, {k: full(v) for k, v in flat_op.items()}
+        ),
+        "state_compressed_between_steps": state_compressed,
+        "state_ratio": mem.state_ratio,
+    }
     # Load into a freshly initialised nzdist model (different seed) and continue: must match plain exactly.
     torch.manual_seed(123)
     fresh = TinyGPT().to(torch.bfloat16)
@@ -134,8 +154,9 @@ def case_state_dict(rank):
     set_model_state_dict(fresh, target["model"])
     set_optimizer_state_dict(fresh, opt_f, target["optim"])
     result["sealed_after_load"] = all(s.is_sealed or s.numel() == 0 for s in nzfsdp.compressed_shards(fresh))
-    result["open_after_load"] = [n for n, p in fresh.named_parameters()
-                                 if not (p._local_tensor.is_sealed or p._local_tensor.numel() == 0)]
+    result["open_after_load"] = [
+        n for n, p in fresh.named_parameters() if not (p._local_tensor.is_sealed or p._local_tensor.numel() == 0)
+    ]
     lp = [step(plain, opt_p, x, y) for x, y in data[5:]]
     lf = [step(fresh, opt_f, x, y) for x, y in data[5:]]
     result["resumed_losses_equal"] = lp == lf
@@ -143,19 +164,33 @@ def case_state_dict(rank):
     # model.state_dict() -> load_state_dict() on a plain (unconverted, unsharded-by-nzdist) model works too.
     sd = nzm.state_dict()
     result["plain_load_ok"] = not plain.load_state_dict(sd).missing_keys
-    result["ok"] = all(result[k] for k in ("model_sd_dense", "optim_sd_dense", "model_sd_equal_plain",
-                                           "optim_sd_equal_plain", "state_compressed_between_steps",
-                                           "sealed_after_load", "resumed_losses_equal", "plain_load_ok")) \
+    result["ok"] = (
+        all(
+            result[k]
+            for k in (
+                "model_sd_dense",
+                "optim_sd_dense",
+                "model_sd_equal_plain",
+                "optim_sd_equal_plain",
+                "state_compressed_between_steps",
+                "sealed_after_load",
+                "resumed_losses_equal",
+                "plain_load_ok",
+            )
+        )
         and not result["resumed_params_differ"]
+    )
     return result
 
 
 # -- wrapping policies ----------------------------------------------------------------------------------------
 def case_policies(rank):
     out = {}
-    for name, policy, expect in (("layer", nzfsdp.TransformerLayerPolicy({Block}), 3),
-                                 ("size", nzfsdp.SizePolicy(min_numel=10_000), 3),
-                                 ("callable", lambda m: isinstance(m, (Block, nn.Embedding)), 5)):
+    for name, policy, expect in (
+        ("layer", nzfsdp.TransformerLayerPolicy({Block}), 3),
+        ("size", nzfsdp.SizePolicy(min_numel=10_000), 3),
+        ("callable", lambda m: isinstance(m, (Block, nn.Embedding)), 5),
+    ):
         torch.manual_seed(0)
         model = TinyGPT().to(torch.bfloat16)
         nzfsdp.shard_model(model, policy=policy, mesh=mesh())
@@ -187,15 +222,18 @@ def _all_ranks_ok(msg: str) -> bool:
 def case_errors(rank):
     out = {}
     x, _ = next(batches(rank, 1))
+
     # 1. A shard outgrows its capacity on one rank only: spilled raw by default (bit-exact), or CapacityError.
     def noisy(model):
         if rank == 1:
             local = model.blocks[0].fc1.weight._local_tensor
-            noise = torch.randint(-(2 ** 15), 2 ** 15, local.shape, dtype=torch.int16,
-                                  generator=torch.Generator().manual_seed(7)).view(torch.bfloat16)
+            noise = torch.randint(
+                -(2**15), 2**15, local.shape, dtype=torch.int16, generator=torch.Generator().manual_seed(7)
+            ).view(torch.bfloat16)
             noise = torch.where(torch.isfinite(noise), noise, torch.zeros_like(noise)).clamp(-1e4, 1e4)
             with torch.no_grad():
                 local.copy_(noise)  # in-place on a sealed shard: decode, write, re-encode
+
     torch.manual_seed(0)
     base = TinyGPT().to(torch.bfloat16)
     spill, plain = copy.deepcopy(base), copy.deepcopy(base)
@@ -206,15 +244,20 @@ def case_errors(rank):
     noisy(plain)
     with torch.no_grad():
         got, want = spill(x), plain(x)
-    out["overflow_spill"] = {"equal_to_plain": torch.equal(bits(got), bits(want)),
-                             "all_ranks": _all_ranks_ok("" if torch.equal(bits(got), bits(want)) else "WRONG")}
+    out["overflow_spill"] = {
+        "equal_to_plain": torch.equal(bits(got), bits(want)),
+        "all_ranks": _all_ranks_ok("" if torch.equal(bits(got), bits(want)) else "WRONG"),
+    }
     model = copy.deepcopy(base)
     nz_shard(model, on_overflow="raise")
     model(x)
     noisy(model)
     msg = _expect(nzfsdp.CapacityError, lambda: model(x))
-    out["overflow_raise"] = {"message": msg, "names_param": "blocks.0.fc1.weight" in msg,
-                             "all_ranks": _all_ranks_ok(msg)}
+    out["overflow_raise"] = {
+        "message": msg,
+        "names_param": "blocks.0.fc1.weight" in msg,
+        "all_ranks": _all_ranks_ok(msg),
+    }
     # 2. Ranks built different models.
     torch.manual_seed(0)
     model = TinyGPT(vocab=83 + 2 * rank).to(torch.bfloat16)
@@ -228,7 +271,7 @@ def case_errors(rank):
     model(x)
     if rank == 1:
         payload = model.blocks[1].fc2.weight._local_tensor._state.ct.data  # the resident payload itself
-        payload[payload.numel() // 2:payload.numel() // 2 + 8] ^= 0x5A
+        payload[payload.numel() // 2 : payload.numel() // 2 + 8] ^= 0x5A
     msg = _expect(nzdist.FormatError, lambda: model(x))
     out["corrupt"] = {"message": msg, "all_ranks": _all_ranks_ok(msg)}
     # 4. Lossy codecs are refused for trainable parameters.
@@ -246,8 +289,14 @@ def main(argv):
     results = {name: CASES[name](rank) for name in (argv or list(CASES))}
     lora = results.get("lora")
     ok = all(r.get("ok", True) for r in results.values()) and (
-        lora is None or (lora["trains"] and lora["frozen_encoded_once"] and lora["base_changed_by_lossy"]
-                         and lora["lossy_within_bound"]))
+        lora is None
+        or (
+            lora["trains"]
+            and lora["frozen_encoded_once"]
+            and lora["base_changed_by_lossy"]
+            and lora["lossy_within_bound"]
+        )
+    )
     emit({"world": world, "ok": ok, "cases": results})
     dist.destroy_process_group()
     return 0 if ok else 1

@@ -13,7 +13,6 @@ import time
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from common import TinyGPT, batches, emit, full_params, init, mesh, same_bits
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy
 from torch.distributed.fsdp import fully_shard as torch_fully_shard
 
@@ -21,23 +20,33 @@ import nzdist
 import nzdist.fsdp as nzfsdp
 from nzdist.experiments.fsdp import train_loop
 
+from common import TinyGPT, batches, emit, full_params, init, mesh, same_bits
+
 STEPS = 20
 
 
 def tiny_llama():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=83, hidden_size=32, intermediate_size=72, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
-                      tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=83,
+        hidden_size=32,
+        intermediate_size=72,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+        tie_word_embeddings=False,
+    )
     return LlamaForCausalLM(cfg)
 
 
 def tiny_gpt2():
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    cfg = GPT2Config(vocab_size=83, n_positions=32, n_embd=32, n_layer=2, n_head=4, resid_pdrop=0.0, embd_pdrop=0.0,
-                     attn_pdrop=0.0)  # tie_word_embeddings: lm_head shares wte
+    cfg = GPT2Config(
+        vocab_size=83, n_positions=32, n_embd=32, n_layer=2, n_head=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0
+    )  # tie_word_embeddings: lm_head shares wte
     return GPT2LMHeadModel(cfg)
 
 
@@ -95,10 +104,20 @@ CASES = {
     # name: (builder, dtype, layers, fully_shard kwargs, use CompressedOptimizer[, how nzdist shards])
     "gpt_bf16": (TinyGPT, torch.bfloat16, gpt_layers, {}, True),
     "gpt_bf16_noreshard_plainopt": (TinyGPT, torch.bfloat16, gpt_layers, {"reshard_after_forward": False}, False),
-    "gpt_mp": (TinyGPT, torch.float32, gpt_layers,
-               {"mp_policy": MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)}, True),
-    "gpt_offload": (TinyGPT, torch.bfloat16, gpt_layers,
-                    {"offload_policy": CPUOffloadPolicy(pin_memory=False), "reshard_after_forward": True}, True),
+    "gpt_mp": (
+        TinyGPT,
+        torch.float32,
+        gpt_layers,
+        {"mp_policy": MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)},
+        True,
+    ),
+    "gpt_offload": (
+        TinyGPT,
+        torch.bfloat16,
+        gpt_layers,
+        {"offload_policy": CPUOffloadPolicy(pin_memory=False), "reshard_after_forward": True},
+        True,
+    ),
     "gpt_tied_list": (tied_gpt, torch.bfloat16, gpt_tied_groups, {}, True),
     "llama_bf16": (tiny_llama, torch.bfloat16, llama_layers, {}, True),
     "gpt2_tied_hf": (tiny_gpt2, torch.bfloat16, gpt2_layers, {}, True),
@@ -116,8 +135,10 @@ def dense_buffers_freed(model) -> bool:
         group = m._get_fsdp_state()._fsdp_param_group if isinstance(m, FSDPModule) else None
         for fp in group.fsdp_params if group else ():
             if isinstance(fp._sharded_local_tensor, nzfsdp.CompressedShard) and fp._sharded_local_tensor.numel():
-                ok &= fp._sharded_param_data._state.dense is None or \
-                    fp._sharded_param_data._state.dense.untyped_storage().size() == 0
+                ok &= (
+                    fp._sharded_param_data._state.dense is None
+                    or fp._sharded_param_data._state.dense.untyped_storage().size() == 0
+                )
     return ok
 
 
@@ -143,11 +164,21 @@ def run_case(name, rank):
     fp, fn = full_params(plain), full_params(nzm)
     freed = dense_buffers_freed(nzm)
     sd_plain_locals = all(type(getattr(v, "_local_tensor", v)) is torch.Tensor for v in nzm.state_dict().values())
-    return {"losses_equal": lp == ln, "params_differ": same_bits(fp, fn), "loss_first": lp[0], "loss_last": lp[-1],
-            "all_sealed": sealed, "dense_buffers_freed": freed,
-            "state_dict_dense": sd_plain_locals, "compressed_params": mem.compressed_params,
-            "all_gathers": comm.all_gathers, "comm_ratio": comm.ratio, "param_ratio_vs_bf16": mem.param_ratio_vs_bf16,
-            "plain_s": t1 - t0, "nzdist_s": t2 - t1}
+    return {
+        "losses_equal": lp == ln,
+        "params_differ": same_bits(fp, fn),
+        "loss_first": lp[0],
+        "loss_last": lp[-1],
+        "all_sealed": sealed,
+        "dense_buffers_freed": freed,
+        "state_dict_dense": sd_plain_locals,
+        "compressed_params": mem.compressed_params,
+        "all_gathers": comm.all_gathers,
+        "comm_ratio": comm.ratio,
+        "param_ratio_vs_bf16": mem.param_ratio_vs_bf16,
+        "plain_s": t1 - t0,
+        "nzdist_s": t2 - t1,
+    }
 
 
 def main(argv):

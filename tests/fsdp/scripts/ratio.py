@@ -12,12 +12,13 @@ import sys
 
 import torch
 import torch.distributed as dist
-from common import emit, init, mesh
 from transformers.models.bert.modeling_bert import BertLayer
 
 import nzdist
 import nzdist.fsdp as nzfsdp
 from nzdist.experiments.weights import minilm_bert
+
+from common import emit, init, mesh
 
 STEPS = int(os.environ.get("NZ_STEPS", "3"))
 
@@ -40,13 +41,22 @@ def main() -> int:
         losses.append(loss.item())
     comm = nzdist.comm_stats()
     mem = nzfsdp.memory_report(model, opt)
-    mine = torch.tensor([mem.param_bytes, mem.param_dense_bf16_bytes, comm.payload_bytes, comm.dense_bytes],
-                        dtype=torch.float64)
+    mine = torch.tensor(
+        [mem.param_bytes, mem.param_dense_bf16_bytes, comm.payload_bytes, comm.dense_bytes], dtype=torch.float64
+    )
     total = mine.clone()
     dist.all_reduce(total)
-    emit({"world": world, "steps": STEPS, "losses": losses, "this_rank": {**mem.as_dict(), **comm.as_dict()},
-          "resident_ratio_vs_bf16": (total[0] / total[1]).item(), "all_gather_ratio": (total[2] / total[3]).item(),
-          "measured": "after training (resident) / over the training steps (all-gather), real MiniLM weights"})
+    emit(
+        {
+            "world": world,
+            "steps": STEPS,
+            "losses": losses,
+            "this_rank": {**mem.as_dict(), **comm.as_dict()},
+            "resident_ratio_vs_bf16": (total[0] / total[1]).item(),
+            "all_gather_ratio": (total[2] / total[3]).item(),
+            "measured": "after training (resident) / over the training steps (all-gather), real MiniLM weights",
+        }
+    )
     dist.destroy_process_group()
     return 0
 

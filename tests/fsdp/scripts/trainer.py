@@ -20,10 +20,11 @@ import tempfile
 
 import torch
 import torch.distributed as dist
-from common import full_params, init
-from support import TokenData, emit, same_bits, tiny_gpt2, tiny_llama
 
 import nzdist.fsdp as nzfsdp
+
+from common import full_params, init
+from support import TokenData, emit, same_bits, tiny_gpt2, tiny_llama
 
 STEPS = 6
 
@@ -68,11 +69,26 @@ def run(case: str, nz: bool, out_dir: str) -> tuple[list[str], dict, dict]:
     if nz:
         nzfsdp.convert(model)
     args = TrainingArguments(
-        output_dir=out_dir, max_steps=STEPS, per_device_train_batch_size=2, learning_rate=5e-3,
-        weight_decay=0.1, max_grad_norm=1.0, optim=optim, lr_scheduler_type="constant", logging_steps=1,
-        save_strategy="no", report_to=[], use_cpu=True, seed=0, data_seed=0, dataloader_num_workers=0,
-        disable_tqdm=True, bf16=bf16, fsdp="full_shard auto_wrap",
-        fsdp_config={"fsdp_version": 2, "transformer_layer_cls_to_wrap": [layer_cls]})
+        output_dir=out_dir,
+        max_steps=STEPS,
+        per_device_train_batch_size=2,
+        learning_rate=5e-3,
+        weight_decay=0.1,
+        max_grad_norm=1.0,
+        optim=optim,
+        lr_scheduler_type="constant",
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+        data_seed=0,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        bf16=bf16,
+        fsdp="full_shard auto_wrap",
+        fsdp_config={"fsdp_version": 2, "transformer_layer_cls_to_wrap": [layer_cls]},
+    )
     trainer = Trainer(model=model, args=args, train_dataset=TokenData())
     force_fsdp2(trainer, args)
     trainer.train()
@@ -108,11 +124,13 @@ def main(argv):
             plain_losses, plain_params, plain_stats = run(case, False, os.path.join(tmp, f"{case}.plain"))
             nz_losses, nz_params, nz_stats = run(case, True, os.path.join(tmp, f"{case}.nz"))
             results[case] = {
-                "plain_losses": plain_losses, "nz_losses": nz_losses,
+                "plain_losses": plain_losses,
+                "nz_losses": nz_losses,
                 "losses_equal": plain_losses == nz_losses and len(plain_losses) == STEPS,
                 "params_differ": same_bits(plain_params, nz_params),
                 "params_unchanged": sorted(k for k in plain_params if torch.equal(plain_params[k], _initial(case)[k])),
-                "plain": plain_stats, "nz": nz_stats,
+                "plain": plain_stats,
+                "nz": nz_stats,
             }
     ok = all(r["losses_equal"] and not r["params_differ"] for r in results.values())
     emit({"cases": results, "ok": ok})

@@ -25,7 +25,9 @@ assert int(os.environ["LOCAL_RANK"]) == rank and int(os.environ["LOCAL_WORLD_SIZ
 t = torch.tensor([float(rank + 1)])
 dist.all_reduce(t)
 assert t.item() == world * (world + 1) / 2, t
-print(f"rank {rank}/{world} ok: all_reduce={t.item():g} master={os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}",
-      flush=True)
+print(
+    f"rank {rank}/{world} ok: all_reduce={t.item():g} master={os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}",
+    flush=True,
+)
 if args.init_here:
     dist.destroy_process_group()
