@@ -21,33 +21,14 @@ import nzdist.fsdp as nzfsdp
 from nzdist.experiments.fsdp import train_loop
 
 from common import TinyGPT, batches, emit, full_params, init, mesh, same_bits
+from support import tiny_gpt2
+from support import tiny_llama as support_tiny_llama
 
 STEPS = 20
 
 
 def tiny_llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(
-        vocab_size=83,
-        hidden_size=32,
-        intermediate_size=72,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=32,
-        tie_word_embeddings=False,
-    )
-    return LlamaForCausalLM(cfg)
-
-
-def tiny_gpt2():
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    cfg = GPT2Config(
-        vocab_size=83, n_positions=32, n_embd=32, n_layer=2, n_head=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0
-    )  # tie_word_embeddings: lm_head shares wte
-    return GPT2LMHeadModel(cfg)
+    return support_tiny_llama(tied=False)
 
 
 def gpt2_layers(m):
