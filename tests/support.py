@@ -31,17 +31,16 @@ def int_view(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous().view({1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
 
 
+def bits(t: torch.Tensor) -> torch.Tensor:
+    """The tensor's bytes, flat: equal bytes are equal bits (NaN payloads and -0.0 included)."""
+    return t.detach().contiguous().view(-1).view(torch.uint8)
+
+
 def same_bits(a: dict, b: dict) -> list[str]:
     """Names whose tensors differ in any bit, shape or dtype (or are missing on one side)."""
 
     def differ(x, y):
-        return (
-            x.shape != y.shape
-            or x.dtype != y.dtype
-            or not torch.equal(
-                x.detach().contiguous().view(-1).view(torch.uint8), y.detach().contiguous().view(-1).view(torch.uint8)
-            )
-        )
+        return x.shape != y.shape or x.dtype != y.dtype or not torch.equal(bits(x), bits(y))
 
     return [k for k in a if k not in b or differ(a[k], b[k])] + [k for k in b if k not in a]
 

@@ -10,8 +10,8 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from support import bits, same_bits  # noqa: F401 - the scripts import them from here
 from support import emit as emit_result
-from support import same_bits  # noqa: F401 - the scripts import it from here
 
 
 def init() -> tuple[int, int]:
