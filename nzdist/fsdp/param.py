@@ -137,8 +137,9 @@ class CompressedShard(torch.Tensor):
     # A wrapper subclass has no storage: data_ptr() would be 0 for every shard, and accelerate (which remaps the
     # optimizer's parameters by data_ptr()), safetensors and transformers (which group tensors by storage) would
     # take all shards for one tensor. A shard reports a stable address of its own instead (ShardState.identity):
-    # aliases (detach, view, the Parameter) share it, distinct shards never do. Nothing may read through it; the
-    # codec refuses tensor subclasses as raw buffers.
+    # aliases (detach, view, the Parameter) share it, distinct shards never do. It is an identity, not the values
+    # (always a host byte, whatever the shard's device): nothing may read through it, and the codec reads and
+    # writes tensor subclasses through dispatch, never through their address.
     def data_ptr(self) -> int:
         return self._state.identity.data_ptr()
 
