@@ -76,9 +76,9 @@ reason = cuda.unavailable_reason()
 print(f"   nzdist._cuda imported; CUDA codec: {'available' if reason is None else reason}")
 assert reason is None or "cudaError" in reason, reason  # the runtime's own words where no GPU is usable
 EOF
-cp "$repo/tests/cuda/test_glue.py" "$run/"
+cp "$repo/tests/cuda/test_glue.py" "$repo/tests/cuda/cuda_cases.py" "$run/"  # the test and its case helper
 python -m pytest -q -p no:cacheprovider test_glue.py | tail -1
-rm test_glue.py
+rm test_glue.py cuda_cases.py
 [ "$(command -v nzdist)" = "$work/venv/bin/nzdist" ]
 
 export TQDM_DISABLE=1  # progress bars would fill the log
