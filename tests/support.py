@@ -45,6 +45,20 @@ def same_bits(a: dict, b: dict) -> list[str]:
     return [k for k in a if k not in b or differ(a[k], b[k])] + [k for k in b if k not in a]
 
 
+def end_worker(returncode: int = 0) -> None:
+    """End a launched script whose work is done and whose result is written: leave the process groups so that
+    gloo's threads are joined before interpreter exit (nzdist.teardown explains the abort that skipping this
+    causes). DeepSpeed still holds its groups afterwards; only then is interpreter teardown skipped."""
+    from nzdist.teardown import comm_threads, end_distributed
+
+    end_distributed()
+    if comm_threads():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(returncode)
+    sys.exit(returncode)
+
+
 def emit(result: dict) -> None:
     """In a launched script: gather every rank's result; rank 0 writes ``{"ranks": [...], "ok": ...}`` to
     $NZ_RESULT, so tests assert on every rank, not just rank 0."""

@@ -1,25 +1,8 @@
 """Helpers shared by the checkpoint tests and their torchrun workers."""
 
-import os
-import sys
-
 import torch
 
-from nzdist.teardown import comm_threads, end_distributed
-
-from support import assert_bit_equal  # noqa: F401 - the checkpoint tests import it from here
-
-
-def end_worker() -> None:
-    """Finish a torchrun worker whose work is checked and done: leave the process group so that gloo's threads
-    are joined before the interpreter exits (nzdist.teardown explains the abort that skipping this caused).
-    DeepSpeed still holds its groups afterwards (end_distributed warns); only then is interpreter teardown
-    skipped, as before."""
-    end_distributed()
-    if comm_threads():
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+from support import assert_bit_equal, end_worker  # noqa: F401 - the checkpoint tests import them from here
 
 
 def tiny_training_state(dtype=torch.float32, steps=3, seed=0):

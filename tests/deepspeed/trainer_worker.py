@@ -18,7 +18,7 @@ import tempfile
 
 import torch.distributed as dist
 
-from support import TokenData, emit, same_bits, tiny_gpt2, tiny_llama
+from support import TokenData, emit, end_worker, same_bits, tiny_gpt2, tiny_llama
 
 STEPS = 5
 
@@ -127,9 +127,8 @@ def main(argv):
             }
     ok = all(r["losses_equal"] and not r["params_differ"] for r in results.values())
     emit({"cases": results, "ok": ok})
-    dist.destroy_process_group()
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    end_worker(main(sys.argv[1:]))  # after main: its engines and models hold the process group too

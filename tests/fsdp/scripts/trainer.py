@@ -19,12 +19,11 @@ import sys
 import tempfile
 
 import torch
-import torch.distributed as dist
 
 import nzdist.fsdp as nzfsdp
 
 from common import full_params, init
-from support import TokenData, emit, same_bits, tiny_gpt2, tiny_llama
+from support import TokenData, emit, end_worker, same_bits, tiny_gpt2, tiny_llama
 
 STEPS = 6
 
@@ -134,7 +133,6 @@ def main(argv):
             }
     ok = all(r["losses_equal"] and not r["params_differ"] for r in results.values())
     emit({"cases": results, "ok": ok})
-    dist.destroy_process_group()
     return 0 if ok else 1
 
 
@@ -153,4 +151,4 @@ def _initial(case: str) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    end_worker(main(sys.argv[1:]))  # after main: its engines and models hold the process group too
