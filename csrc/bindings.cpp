@@ -59,7 +59,8 @@ void add_constants(py::module_& m) {
   const std::pair<const char*, nz::Err> bits[] = {
       {"header", nz::kErrHeader}, {"mismatch", nz::kErrMismatch}, {"index", nz::kErrIndex},
       {"chunk", nz::kErrChunk},   {"table", nz::kErrTable},       {"stream", nz::kErrStream},
-      {"norm", nz::kErrNorm},     {"crc", nz::kErrCrc},           {"nan_lossy", nz::kErrNanLossy}};
+      {"norm", nz::kErrNorm},     {"crc", nz::kErrCrc},           {"nan_lossy", nz::kErrNanLossy},
+      {"slot", nz::kErrSlot},     {"overflow", nz::kErrOverflow}};
   for (const auto& [name, bit] : bits) err[name] = uint32_t(bit);
   m.attr("ERROR_BITS") = err;
 #define NZ_FIELD(T, f)                               \
@@ -71,7 +72,8 @@ void add_constants(py::module_& m) {
   const std::pair<const char*, py::tuple> job[] = {NZ_FIELD(DecodeJob, src),        NZ_FIELD(DecodeJob, src_len),
                                                    NZ_FIELD(DecodeJob, dst),        NZ_FIELD(DecodeJob, numel),
                                                    NZ_FIELD(DecodeJob, first_item), NZ_FIELD(DecodeJob, grain),
-                                                   NZ_FIELD(DecodeJob, dtype),      NZ_FIELD(DecodeJob, err)};
+                                                   NZ_FIELD(DecodeJob, dtype),      NZ_FIELD(DecodeJob, err),
+                                                   NZ_FIELD(DecodeJob, flags)};
   const std::pair<const char*, py::tuple> status[] = {
       NZ_FIELD(EncodeStatus, total),       NZ_FIELD(EncodeStatus, header_bytes), NZ_FIELD(EncodeStatus, norm_bytes),
       NZ_FIELD(EncodeStatus, index_bytes), NZ_FIELD(EncodeStatus, mode),         NZ_FIELD(EncodeStatus, err),
@@ -81,6 +83,17 @@ void add_constants(py::module_& m) {
   for (const auto& [name, at] : status) status_layout[name] = at;
   m.attr("DECODE_JOB") = job_layout;
   m.attr("DECODE_JOB_BYTES") = sizeof(DecodeJob);
+  py::dict job_flags;
+  job_flags["slot"] = nz::gpu::kJobSlot;
+  m.attr("DECODE_JOB_FLAGS") = job_flags;
+  py::dict slot, kinds;
+  kinds["payload"] = int(nz::kSlotPayload);
+  kinds["raw"] = int(nz::kSlotRaw);
+  kinds["overflow"] = int(nz::kSlotOverflow);
+  slot["magic"] = py::bytes(reinterpret_cast<const char*>(&nz::kSlotMagic), 4);
+  slot["header_bytes"] = nz::kSlotHeaderBytes;
+  slot["kinds"] = kinds;
+  m.attr("SLOT") = slot;
   m.attr("ENCODE_STATUS") = status_layout;
   m.attr("ENCODE_STATUS_BYTES") = sizeof(EncodeStatus);
 #undef NZ_FIELD
@@ -145,6 +158,15 @@ PYBIND11_MODULE(_C, m) {
         nz::decode_batch(js, threads);
       },
       py::arg("jobs"), py::arg("threads") = 0, "jobs: [(src_ptr, src_len, dst_ptr, dst_bytes)], decoded in one pass");
+
+  m.def(
+      "decode_jobs",
+      [](uintptr_t table, uint64_t n_jobs, int threads) {
+        py::gil_scoped_release nogil;
+        nz::decode_jobs(reinterpret_cast<const nz::gpu::DecodeJob*>(table), n_jobs, threads);
+      },
+      py::arg("table_ptr"), py::arg("n_jobs"), py::arg("threads") = 0,
+      "n_jobs DecodeJob records (DECODE_JOB layout, host addresses) at table_ptr; errors go to their error words");
 
   m.def(
       "parse_header", [](uintptr_t src, uint64_t len) { return header_dict(nz::parse_header(as_ptr(src), len)); },

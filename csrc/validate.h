@@ -221,6 +221,38 @@ enum Err : uint32_t {
   kErrNorm = 64,       // block normaliser outside [1, 2)
   kErrCrc = 128,       // checksum mismatch (only checked when verifying)
   kErrNanLossy = 256,  // encode: NaN input with Lossy(mantissa_bits=0)
+  kErrSlot = 512,      // all-gather slot header malformed (magic, kind, length beyond the slot)
+  kErrOverflow = 1024, // slot marked overflow although the host expected data (ranks disagree on who spilled)
 };
+
+// ---- all-gather slots ------------------------------------------------------------------------------------------
+// nzdist.fsdp all-gathers one fixed-capacity slot per rank (FSDP2 needs equal sizes). A slot is a 16-byte header,
+// then data, then padding up to the capacity:
+//   offset 0  u32 magic "NZS1"   offset 4  u8 kind (SlotKind)   offset 5  3 zero bytes
+//   offset 8  u64 length: bytes of data that follow (overflow: the payload bytes the rank needed)
+// kind payload: an nzdist payload; raw: the elements, little-endian; overflow: no data (the owner sends the shard
+// another way, agreed by the ranks beforehand). The decoders parse slots themselves, so the host reads nothing.
+constexpr uint32_t kSlotMagic = 0x31535A4Eu;  // "NZS1"
+constexpr uint64_t kSlotHeaderBytes = 16;
+enum SlotKind : uint8_t { kSlotPayload = 0, kSlotRaw = 1, kSlotOverflow = 2 };
+
+struct SlotView {
+  uint8_t kind;
+  uint64_t len;  // data bytes after the header
+};
+
+// Checks the slot at s (cap readable bytes) that should hold raw_bytes of elements: kErrSlot for a header nzdist
+// does not write or a length beyond the slot, kErrMismatch for raw data of the wrong size, kErrOverflow for an
+// overflow mark (the caller leaves out the slots it knows to be spilled). 0 = the data may be read.
+NZ_HD uint32_t check_slot(const uint8_t* s, uint64_t cap, uint64_t raw_bytes, SlotView& v) {
+  if (cap < kSlotHeaderBytes || ld32(s) != kSlotMagic || s[5] || s[6] || s[7]) return kErrSlot;
+  v.kind = s[4];
+  v.len = ld64(s + 8);
+  if (v.kind == kSlotOverflow) return kErrOverflow;
+  if (v.kind != kSlotPayload && v.kind != kSlotRaw) return kErrSlot;
+  if (v.len > cap - kSlotHeaderBytes) return kErrSlot;
+  if (v.kind == kSlotRaw && v.len != raw_bytes) return kErrMismatch;
+  return 0;
+}
 
 }  // namespace nz

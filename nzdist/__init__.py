@@ -10,6 +10,7 @@ from .codec import (
     CompressedTensor,
     FormatError,
     Lossless,
+    codec_stats,
     Lossy,
     compress,
     decompress,
@@ -31,6 +32,7 @@ __all__ = [
     "FormatError",
     "CompressedTensor",
     "comm_stats",
+    "codec_stats",
     "memory_report",
 ]
 __version__ = "0.1.0"

@@ -204,3 +204,73 @@ class TokenData(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return {"input_ids": self.ids[i], "labels": self.ids[i]}
+
+
+class HostReads:
+    """Counts host reads of tensor contents made from nzdist code while active: ``aten._local_scalar_dense``
+    (item(), int(t), bool(t), comparisons) through a TorchDispatchMode, and ``Tensor.item/tolist/numpy/cpu/
+    __bool__`` by patching. On a GPU each of them waits for the device, so a hot path must have none. ``sites``
+    names where each came from (the innermost nzdist frame).
+
+        with HostReads() as reads:
+            loss = model(x).sum(); loss.backward()
+        assert reads.count == 0, reads.sites
+    """
+
+    _PATCHED = ("item", "tolist", "numpy", "cpu", "__bool__")
+
+    def __init__(self):
+        import collections
+
+        self.count = 0
+        self.sites = collections.Counter()
+        self._saved = {}
+
+    @staticmethod
+    def _nzdist_site():
+        import nzdist
+
+        root = str(Path(nzdist.__file__).parent)
+        frame = sys._getframe(2)
+        while frame is not None:
+            name = frame.f_code.co_filename
+            if name.startswith(root):
+                return f"{Path(name).relative_to(root)}:{frame.f_lineno} {frame.f_code.co_name}"
+            frame = frame.f_back
+        return None
+
+    def _hit(self, what: str) -> None:
+        site = self._nzdist_site()
+        if site is not None:
+            self.count += 1
+            self.sites[f"{what} at {site}"] += 1
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counter = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func is torch.ops.aten._local_scalar_dense.default:
+                    counter._hit("_local_scalar_dense")
+                return func(*args, **(kwargs or {}))
+
+        for name in self._PATCHED:
+            original = getattr(torch.Tensor, name)
+            self._saved[name] = original
+
+            def patched(t, *a, _name=name, _original=original, **k):
+                counter._hit(_name)
+                return _original(t, *a, **k)
+
+            setattr(torch.Tensor, name, patched)
+        self._mode = Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._mode.__exit__(*exc)
+        for name, original in self._saved.items():
+            setattr(torch.Tensor, name, original)
+        return False

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../format.h"
+#include "../cuda/records.h"
 #include "../validate.h"
 
 namespace nz {
@@ -68,6 +69,10 @@ struct DecodeJob {
 };
 // All chunks of all payloads in one parallel pass (e.g. every rank's shard after an all-gather).
 void decode_batch(const std::vector<DecodeJob>& jobs, int threads);
+
+// The GPU decoder's job records (csrc/cuda/records.h) with host addresses, slots included: nothing throws; what is
+// wrong with a job is OR-ed into its error word as the GPU's Err bits (validate.h), and the other jobs decode.
+void decode_jobs(const gpu::DecodeJob* jobs, uint64_t n_jobs, int threads);
 
 // Chunk decoders: the scalar reference and the SIMD ones this build has; "auto" picks the fastest. For tests and
 // benchmarks: every decoder must give the same results.

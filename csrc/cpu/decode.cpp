@@ -318,4 +318,64 @@ void decode_batch(const std::vector<DecodeJob>& jobs, int threads) {
   decode_prepared(prepared, threads);
 }
 
+void decode_jobs(const gpu::DecodeJob* jobs, uint64_t n_jobs, int threads) {
+  auto report = [&](uint64_t j, uint32_t bits) {
+    if (jobs[j].err) *reinterpret_cast<uint32_t*>(jobs[j].err) |= bits;
+  };
+  std::vector<Prepared> ok;
+  std::vector<uint64_t> owner;  // ok[i] is job owner[i]
+  for (uint64_t j = 0; j < n_jobs; j++) {
+    const gpu::DecodeJob& job = jobs[j];
+    const uint8_t* src = reinterpret_cast<const uint8_t*>(job.src);
+    uint64_t len = job.src_len;
+    void* dst = reinterpret_cast<void*>(job.dst);
+    const uint64_t eb = dtype_info(uint8_t(job.dtype)).bits / 8;
+    if (!eb) {
+      report(j, kErrMismatch);
+      continue;
+    }
+    if (job.flags & gpu::kJobSlot) {
+      SlotView sv;
+      if (uint32_t e = check_slot(src, len, job.numel * eb, sv)) {
+        report(j, e);
+        continue;
+      }
+      if (sv.kind == kSlotRaw) {
+        if (sv.len) std::memcpy(dst, src + kSlotHeaderBytes, sv.len);
+        continue;
+      }
+      src += kSlotHeaderBytes;
+      len = sv.len;
+    }
+    HeaderInfo h;
+    try {
+      h = parse_header(src, len);
+    } catch (const FormatError&) {
+      report(j, kErrHeader);
+      continue;
+    }
+    if (h.dtype != job.dtype || h.numel != job.numel) {
+      report(j, kErrMismatch);
+      continue;
+    }
+    try {
+      ok.push_back(prepare(src, len, dst, job.numel * eb));
+      owner.push_back(j);
+    } catch (const FormatError&) {
+      report(j, kErrIndex);
+    }
+  }
+  try {
+    decode_prepared(ok, threads);
+  } catch (const FormatError&) {  // some chunk is corrupt: decode the payloads one by one to tell which
+    for (size_t i = 0; i < ok.size(); i++) {
+      try {
+        decode_prepared({ok[i]}, threads);
+      } catch (const FormatError&) {
+        report(owner[i], kErrStream);
+      }
+    }
+  }
+}
+
 }  // namespace nz

@@ -473,14 +473,57 @@ NZ_HD uint32_t decode_fields(const PayloadCtx& px, const ChunkView& cv, uint32_t
   return err;
 }
 
+// Elements [lo, hi) of eb-byte elements from `from` to `to`, a lane per element (raw payloads and raw slots).
+template <class W>
+NZ_HD void copy_elements(const uint8_t* from, uint8_t* to, uint64_t lo, uint64_t hi, uint64_t eb) {
+  for (uint64_t i0 = lo; i0 < hi; i0 += kLanes) {
+    W::each([&](int l) {
+      const uint64_t i = i0 + l;
+      if (i >= hi) return;
+      if (eb == 2)
+        st16(to + 2 * i, ld16(from + 2 * i));
+      else
+        st32(to + 4 * i, ld32(from + 4 * i));
+    });
+  }
+}
+
+template <class W, int NT, int V, class Tables>
+NZ_HD void decode_payload_item(const DecodeJob& job, const uint8_t* src, uint64_t src_len, uint64_t item,
+                               Tables& tables, const uint32_t* crc_table, bool verify);
+
 // One work item of a batched decode. tables: NT * 2048 u32 of warp-private (shared) memory; crc_table: 256
-// u32, needed only when verify is set (then chunk, header and index CRCs are checked as the CPU does).
+// u32, needed only when verify is set (then chunk, header and index CRCs are checked as the CPU does). A slot job
+// (kJobSlot) parses the slot header first: raw slots are copied, payload slots decoded like a payload.
 template <class W, int NT, int V, class Tables>
 NZ_HD void decode_item(const DecodeJob& job, uint64_t item, Tables& tables, const uint32_t* crc_table, bool verify) {
   const uint8_t* src = reinterpret_cast<const uint8_t*>(job.src);
+  if (!(job.flags & kJobSlot)) {
+    decode_payload_item<W, NT, V>(job, src, job.src_len, item, tables, crc_table, verify);
+    return;
+  }
+  const uint64_t eb = uint64_t(dtype_info(uint8_t(job.dtype)).bits / 8);
+  SlotView sv;
+  const uint32_t e = eb ? check_slot(src, job.src_len, job.numel * eb, sv) : uint32_t(kErrMismatch);
+  if (e) {
+    if (item == 0) W::report(reinterpret_cast<uint32_t*>(job.err), e);
+    return;
+  }
+  if (sv.kind == kSlotRaw) {
+    const uint64_t lo = item * uint64_t(job.grain);
+    const uint64_t hi = lo + job.grain < job.numel ? lo + job.grain : job.numel;
+    copy_elements<W>(src + kSlotHeaderBytes, reinterpret_cast<uint8_t*>(job.dst), lo, hi, eb);
+    return;
+  }
+  decode_payload_item<W, NT, V>(job, src + kSlotHeaderBytes, sv.len, item, tables, crc_table, verify);
+}
+
+template <class W, int NT, int V, class Tables>
+NZ_HD void decode_payload_item(const DecodeJob& job, const uint8_t* src, uint64_t src_len, uint64_t item,
+                               Tables& tables, const uint32_t* crc_table, bool verify) {
   uint32_t* err = reinterpret_cast<uint32_t*>(job.err);
   HeaderFields h;
-  uint32_t e = parse_head(src, job.src_len, h);
+  uint32_t e = parse_head(src, src_len, h);
   if (!e && (h.dtype != job.dtype || h.numel != job.numel)) e = kErrMismatch;
   if (!e && verify && item == 0 && header_crc(src, h.header_bytes, crc_table) != ld32(src + kOffHeaderCrc)) e = kErrCrc;
   if (e) {
@@ -496,18 +539,7 @@ NZ_HD void decode_item(const DecodeJob& job, uint64_t item, Tables& tables, cons
       uint32_t acc = crc_piece<W>(src + h.header_bytes, h.total_bytes - h.header_bytes, 0, crc_table);
       if (crc_finish(acc, h.total_bytes - h.header_bytes) != ld32(src + kOffMetaCrc)) W::report(err, kErrCrc);
     }
-    const uint8_t* from = src + h.header_bytes;
-    uint8_t* to = reinterpret_cast<uint8_t*>(job.dst);
-    for (uint64_t i0 = lo; i0 < hi; i0 += kLanes) {
-      W::each([&](int l) {
-        const uint64_t i = i0 + l;
-        if (i >= hi) return;
-        if (eb == 2)
-          st16(to + 2 * i, ld16(from + 2 * i));
-        else
-          st32(to + 4 * i, ld32(from + 4 * i));
-      });
-    }
+    copy_elements<W>(src + h.header_bytes, reinterpret_cast<uint8_t*>(job.dst), lo, hi, eb);
     return;
   }
   // Coded: normalisers and chunk index must lie inside the payload.

@@ -9,7 +9,8 @@
 namespace nz {
 namespace gpu {
 
-// One payload of a batch, as the host describes it (64 bytes). The host knows numel and dtype of every
+// One payload (or all-gather slot) of a batch, as the host describes it (64 bytes). The CPU codec reads the same
+// records with host addresses (nzdist._C.decode_jobs), so the host glue is one for both. The host knows numel and dtype of every
 // destination; the payload must agree or the item reports kErrMismatch. Work item i of a payload covers elements
 // [i*grain, (i+1)*grain): it decodes the chunks that start in that range (grain = the payload's chunk_elems gives
 // one chunk per item; any grain is correct, a wrong guess only costs speed).
@@ -22,8 +23,10 @@ struct DecodeJob {
   uint32_t grain;       // elements per work item
   uint32_t dtype;       // nz::DType code the destination holds
   uint64_t err;         // uint32 error word (device address), OR-ed with Err bits (validate.h); 0 = none
-  uint64_t reserved;
+  uint32_t flags;       // kJobSlot: src is an all-gather slot (validate.h), parsed before its payload
+  uint32_t reserved;
 };
+constexpr uint32_t kJobSlot = 1;
 static_assert(sizeof(DecodeJob) == 64, "DecodeJob: 8 u64 per payload");
 
 // Written by the encode stage for the host's one read (api.h: nzg_encode_stage).

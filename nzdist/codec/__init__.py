@@ -1,8 +1,10 @@
 """The nzdist codec: one compressed-float format (csrc/FORMAT.md) with a multithreaded CPU codec."""
 
-from .api import compress, decompress, decompress_batch, get_num_threads, max_compressed_bytes, set_num_threads
+from .api import EncodeBatch, compress, decompress, decompress_batch, get_num_threads, max_compressed_bytes, set_num_threads
 from .config import Lossless, Lossy
 from .errors import FormatError
+from .jobs import decode_into
+from .stats import CodecStats, codec_stats, read_back
 from .tensor import CompressedTensor
 
 __all__ = [
@@ -16,4 +18,9 @@ __all__ = [
     "Lossy",
     "FormatError",
     "CompressedTensor",
+    "EncodeBatch",
+    "decode_into",
+    "codec_stats",
+    "CodecStats",
+    "read_back",
 ]

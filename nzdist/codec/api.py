@@ -10,6 +10,7 @@ from .. import _C
 from . import cuda as _gpu
 from .config import Codec, Lossless, Lossy, default_chunk_elems
 from .dtypes import dtype_code
+from .stats import count, read_back
 from .tensor import CompressedTensor
 
 
@@ -43,22 +44,94 @@ def compress(tensor: torch.Tensor, codec: Codec | None = None, *, threads: int =
 
     ``threads``: CPU threads (0 = all cores, or nzdist.set_num_threads / NZDIST_NUM_THREADS). CUDA tensors are
     encoded on the GPU where the CUDA kernels are built (the payload then lives on the GPU), else on the CPU.
+    On the GPU this waits once, for the payload's size (use :class:`EncodeBatch` to encode many with one wait).
     """
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"expected a torch.Tensor, got {type(tensor).__name__}")
-    code = dtype_code(tensor.dtype)
-    codec = Lossless() if codec is None else codec
-    keep, block, chunk = _codec_args(tensor.dtype, codec)
-    src = _plain(tensor.detach())
-    if src.device.type == "cuda" and _gpu.available():  # GPU kernels: same bytes, payload stays on the GPU
-        return CompressedTensor(_gpu.compress(src, keep, block, chunk), tensor.shape, tensor.dtype, chunk)
-    if src.device.type != "cpu":
-        src = src.cpu()
-    src = src.contiguous()
-    encoded = _C.encode(src.data_ptr(), src.numel(), list(src.shape), code, keep, block, chunk, threads)
-    data = torch.empty(encoded.nbytes, dtype=torch.uint8)
-    encoded.write(data.data_ptr(), threads)  # `src` is alive until here: raw payloads copy from it
-    return CompressedTensor(data, tensor.shape, tensor.dtype, chunk)
+    batch = EncodeBatch([tensor], [codec], threads=threads)
+    return batch.finish(read_back(batch.status))[0]
+
+
+class EncodeBatch:
+    """Compress many tensors with one host read in total: the encode is staged at construction (queued on the
+    GPU), ``status`` holds every payload's size and error bits *on the tensors' device*, and ``finish`` takes
+    those values once the caller has read them -- typically together with other small results, in one read.
+
+    >>> batch = EncodeBatch(shards, [codec] * len(shards))
+    >>> payloads = batch.finish(nzdist.codec.read_back(batch.status))
+
+    ``codecs``: one per tensor (None = Lossless()). All tensors must be on one device.
+    """
+
+    def __init__(self, tensors: Sequence[torch.Tensor], codecs: Sequence[Codec | None], *, threads: int = 0):
+        if len(codecs) != len(tensors):
+            raise ValueError(f"{len(tensors)} tensors but {len(codecs)} codecs")
+        self.threads = threads
+        self.items = []  # per tensor: (shape, dtype, chunk, src, args)
+        devices = set()
+        for t, codec in zip(tensors, codecs):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"expected a torch.Tensor, got {type(t).__name__}")
+            code = dtype_code(t.dtype)
+            keep, block, chunk = _codec_args(t.dtype, Lossless() if codec is None else codec)
+            src = _plain(t.detach())
+            devices.add(src.device)
+            self.items.append((t.shape, t.dtype, chunk, src, (code, keep, block, chunk)))
+        if len(devices) > 1:
+            raise ValueError(f"EncodeBatch: tensors on several devices ({sorted(map(str, devices))})")
+        self.device = devices.pop() if devices else torch.device("cpu")
+        self.on_gpu = self.device.type == "cuda" and _gpu.available()
+        count(encode=1)
+        if self.on_gpu:
+            self._stage_gpu()
+        else:
+            self._stage_cpu()
+
+    def _stage_cpu(self) -> None:
+        self.encoded, words = [], []
+        for i, (_shape, _dtype, _chunk, src, (code, keep, block, chunk)) in enumerate(self.items):
+            host = src if src.device.type == "cpu" else src.cpu()
+            host = host.contiguous()
+            self.items[i] = (*self.items[i][:3], host, self.items[i][4])  # raw payloads copy from it in finish
+            encoded = _C.encode(host.data_ptr(), host.numel(), list(host.shape), code, keep, block, chunk, self.threads)
+            self.encoded.append(encoded)
+            words.append((encoded.nbytes, 0))
+        self.status = torch.tensor(words, dtype=torch.int64).reshape(len(words), 2)
+
+    def _stage_gpu(self) -> None:
+        # One EncodePlan per distinct (kept bits, block, chunk): the plan's kernels take one setting.
+        groups: dict[tuple, list[int]] = {}
+        for i, (*_, args) in enumerate(self.items):
+            groups.setdefault(args[1:], []).append(i)
+        self.plans, rows = [], [None] * len(self.items)
+        for (keep, block, chunk), idx in groups.items():
+            plan = _gpu.EncodePlan([self.items[i][3] for i in idx], keep, block, chunk)
+            plan.stage()
+            self.plans.append((plan, idx))
+            for j, i in enumerate(idx):
+                rows[i] = plan.status_words(j)
+        self.status = torch.stack(rows) if rows else torch.zeros(0, 2, dtype=torch.int64)
+
+    def finish(self, status: Sequence) -> list[CompressedTensor]:
+        """The payloads, written into exact-size buffers. ``status``: ``self.status`` read back (nested lists)."""
+        if len(status) != len(self.items):
+            raise ValueError(f"status for {len(status)} payloads, the batch has {len(self.items)}")
+        for total, err in status:
+            _raise_encode_error(int(err))
+        datas = [torch.empty(int(total), dtype=torch.uint8, device=self.device) for total, _ in status]
+        if self.on_gpu:
+            for plan, idx in self.plans:
+                plan.totals = [int(status[i][0]) for i in idx]
+                plan.write([datas[i] for i in idx])
+        else:
+            for encoded, data in zip(self.encoded, datas):
+                encoded.write(data.data_ptr(), self.threads)
+        return [CompressedTensor(d, shape, dtype, chunk) for d, (shape, dtype, chunk, *_) in zip(datas, self.items)]
+
+
+def _raise_encode_error(err: int) -> None:
+    if err & _C.ERROR_BITS["nan_lossy"]:
+        raise ValueError("nzdist: NaN cannot be stored with Lossy(mantissa_bits=0); use mantissa_bits >= 1")
+    if err:
+        raise RuntimeError(f"nzdist CUDA encode failed (error bits {err:#x})")
 
 
 def _check_out(ct: CompressedTensor, out: torch.Tensor) -> None:
@@ -67,26 +140,38 @@ def _check_out(ct: CompressedTensor, out: torch.Tensor) -> None:
 
 
 def decompress(
-    ct: CompressedTensor, out: torch.Tensor | None = None, *, threads: int = 0, check: bool = True
+    ct: CompressedTensor,
+    out: torch.Tensor | None = None,
+    *,
+    threads: int = 0,
+    check: bool = True,
+    verify: bool = False,
 ) -> torch.Tensor:
     """Decode ``ct`` into a new tensor (on the payload's device), or into ``out`` (same shape and dtype, any
     device or layout).
 
     Raises ``nzdist.FormatError`` for a corrupt payload. On the CPU this is checked before anything is written;
     on the GPU, decoding is asynchronous and never reads or writes out of bounds, and ``check=False`` skips the
-    host synchronisation that reads the error flags back.
+    host synchronisation that reads the error flags back. ``verify``: check every CRC32C on the GPU too (the CPU
+    always does; checkpoint loads ask for it).
     """
-    return decompress_batch([ct], None if out is None else [out], threads=threads, check=check)[0]
+    return decompress_batch([ct], None if out is None else [out], threads=threads, check=check, verify=verify)[0]
 
 
 def decompress_batch(
-    cts: Sequence[CompressedTensor], outs: Sequence[torch.Tensor] | None = None, *, threads: int = 0, check: bool = True
+    cts: Sequence[CompressedTensor],
+    outs: Sequence[torch.Tensor] | None = None,
+    *,
+    threads: int = 0,
+    check: bool = True,
+    verify: bool = False,
 ) -> list[torch.Tensor]:
     """Decode many payloads in one pass over all their chunks (e.g. every rank's shard after an all-gather):
     one multithreaded CPU call, or one CUDA launch when payloads and outputs are on the GPU. Returns the outputs
     (``outs`` when given)."""
     if outs is not None and len(outs) != len(cts):
         raise ValueError(f"{len(cts)} payloads but {len(outs)} outputs")
+    count(decode=1)
     on_gpu = all(isinstance(c, CompressedTensor) and c.data.device.type == "cuda" for c in cts) and (
         outs is None or all(o.device.type == "cuda" for o in outs)
     )
@@ -98,7 +183,7 @@ def decompress_batch(
         # One warp per chunk: each payload's own chunk size (small chunks would otherwise be decoded 64 to a warp);
         # a payload rebuilt from bytes without one (raw) is sized by its dtype's default.
         grains = [c.chunk_elems or default_chunk_elems(c.dtype) for c in cts]
-        _gpu.decompress_batch([c.data for c in cts], targets, chunk_elems=grains, check=check)
+        _gpu.decompress_batch([c.data for c in cts], targets, chunk_elems=grains, check=check, verify=verify)
         for o, t in zip(outs, targets):
             if t is not o:
                 o.copy_(t)
@@ -116,6 +201,7 @@ def decompress_batch(
         targets.append((target, data))
         jobs.append((data.data_ptr(), data.numel(), target.data_ptr(), target.numel() * target.element_size()))
     _C.decode_batch(jobs, threads)
+    count(syncs=1 if check else 0)  # the GPU would read the error words back here
     for out, (target, _) in zip(results, targets):
         if target is not out:
             out.copy_(target)

@@ -20,20 +20,9 @@ import torch
 from .. import _C
 from .config import DEFAULT_CHUNK_ELEMS
 from .dtypes import MANTISSA_BITS, MAX_FIELDS, dtype_code
-from .errors import FormatError
+from .errors import FormatError, describe_error_word
+from .stats import read_back
 
-# The device error word's bits are the extension's (csrc/validate.h: Err, by name); these are their words.
-_ERROR_TEXT = {
-    "header": "malformed header",
-    "mismatch": "header disagrees with the destination's dtype/size",
-    "index": "normaliser section or chunk index out of bounds",
-    "chunk": "chunk layout inconsistent",
-    "table": "bad frequency table",
-    "stream": "entropy-coded stream corrupted",
-    "norm": "block normaliser out of range",
-    "crc": "checksum mismatch",
-}
-_ERROR_BITS = {_C.ERROR_BITS[name]: text for name, text in _ERROR_TEXT.items()}
 _NAN_LOSSY = _C.ERROR_BITS["nan_lossy"]
 
 try:
@@ -56,12 +45,6 @@ def pack_decode_jobs(jobs: Sequence[dict[str, int]]) -> torch.Tensor:
             off, width = _C.DECODE_JOB[name]
             buf[i * size + off : i * size + off + width] = int(value).to_bytes(width, "little")
     return torch.frombuffer(buf, dtype=torch.uint8).clone() if buf else torch.zeros(0, dtype=torch.uint8)
-
-
-def _status_field(status: bytes, name: str) -> int:
-    """A field of the encoder's status block (csrc/cuda/records.h: EncodeStatus), by the extension's offsets."""
-    off, width = _C.ENCODE_STATUS[name]
-    return int.from_bytes(status[off : off + width], "little")
 
 
 def unavailable_reason() -> str | None:
@@ -177,25 +160,27 @@ class EncodePlan:
                     _stream(src.device),
                 )
 
+    def status_words(self, j: int) -> torch.Tensor:
+        """Payload j's (size, error bits) as an int64 pair on the device, not read: a caller can read many
+        batches' words, and its own small results, in one host synchronisation (api.EncodeBatch)."""
+        _src, _code, _keep, p, ws = self.jobs[j]
+        block = ws[p["status_off"] : p["status_off"] + _C.ENCODE_STATUS_BYTES]
+        t_off, _ = _C.ENCODE_STATUS["total"]
+        e_off, _ = _C.ENCODE_STATUS["err"]
+        return torch.cat([block[t_off : t_off + 8].view(torch.int64), block[e_off : e_off + 4].view(torch.int32).long()])
+
     def sizes(self) -> list[int]:
         """The one synchronisation: every payload's size and error bits (api.h: the status block)."""
         if not self.jobs:
             return []
-        n = _C.ENCODE_STATUS_BYTES
-        status = torch.stack(
-            [ws[p["status_off"] : p["status_off"] + n].to(self.jobs[0][0].device) for _, _, _, p, ws in self.jobs]
-        ).cpu()
-        totals = []
-        for i in range(len(self.jobs)):
-            block = status[i].numpy().tobytes()
-            err = _status_field(block, "err")
+        words = read_back(torch.stack([self.status_words(j) for j in range(len(self.jobs))]))
+        for _total, err in words:
             if err & _NAN_LOSSY:
                 raise ValueError("nzdist: NaN cannot be stored with Lossy(mantissa_bits=0); use mantissa_bits >= 1")
             if err:
                 raise RuntimeError(f"nzdist CUDA encode failed (error bits {err:#x})")
-            totals.append(_status_field(block, "total"))
-        self.totals = totals
-        return totals
+        self.totals = [int(t) for t, _ in words]
+        return self.totals
 
     def write(self, outs: Sequence[torch.Tensor]) -> None:
         """Header, index, compaction and checksums into ``outs`` (16-aligned uint8, at least sizes() bytes)."""
@@ -355,6 +340,28 @@ class DecodePlan:
         return self.errors
 
 
+def launch_jobs(
+    table: torch.Tensor,
+    n_jobs: int,
+    total_items: int,
+    max_fields: int,
+    device: torch.device,
+    *,
+    verify: bool = False,
+    variant: str | None = None,
+) -> torch.Tensor:
+    """Enqueue one decode of ``n_jobs`` DecodeJob records (``table``: CPU uint8, device addresses) on the current
+    stream: the table is copied over from pinned memory without waiting, nothing is read back. Returns the
+    device copy of the table (the caching allocator keeps it until the stream has passed)."""
+    _require()
+    dev_table = table.pin_memory().to(device, non_blocking=True)
+    with torch.cuda.device(device):
+        _ext.decode_batch(
+            dev_table.data_ptr(), n_jobs, total_items, max_fields, bool(verify), _stream(device), _variant_index(variant)
+        )
+    return dev_table
+
+
 def decompress_batch(
     payloads: Sequence[torch.Tensor],
     outs: Sequence[torch.Tensor],
@@ -388,8 +395,8 @@ def decompress(payload: torch.Tensor, out: torch.Tensor, **kwargs) -> torch.Tens
 
 def raise_on_errors(errors: torch.Tensor) -> None:
     """Synchronise and raise FormatError naming each corrupt payload of a decompress_batch call."""
-    host = errors.cpu().tolist()
+    host = read_back(errors)
     bad = [(i, e) for i, e in enumerate(host) if e]
     if bad:
-        desc = "; ".join(f"payload {i}: " + ", ".join(v for k, v in _ERROR_BITS.items() if e & k) for i, e in bad)
+        desc = "; ".join(f"payload {i}: {describe_error_word(e)}" for i, e in bad)
         raise FormatError(f"nzdist payload (GPU decode): {desc}")

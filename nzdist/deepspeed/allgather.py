@@ -39,8 +39,7 @@ class CompressedAllGatherHandle:
         if self._complete:
             return
         self._work.wait()
-        recv = self._recv if self._recv.device.type == "cpu" else self._recv.cpu()
-        cts, outs, gathered = [], [], []
+        sources, outs, gathered, labels, grains = [], [], [], [], []
         for p, off in zip(self._params, self._offsets):
             assert p.ds_status == ZeroParamStatus.INFLIGHT, f"expected param {p.ds_summary()} to be inflight"
             ps = partition_numel(p)
@@ -48,10 +47,15 @@ class CompressedAllGatherHandle:
             for r, size in enumerate(self._partitions.sizes(p)):
                 n = valid_numel(p, r)
                 if n:  # a rank whose partition is all padding sent nothing
-                    cts.append(nzcodec.CompressedTensor.from_bytes(recv.narrow(0, r * self._total + off, size)))
+                    sources.append(self._recv.narrow(0, r * self._total + off, size))
                     outs.append(out.narrow(0, r * ps, n))
+                    labels.append(f"param ds_id={p.ds_id} from rank {r}")
+                    grains.append(self._partitions.codec.chunk_elems_for(p.ds_tensor.dtype))
             gathered.append(out)
-        nzcodec.decompress_batch(cts, outs)  # every rank's payload of every parameter in one threaded pass
+        # Every rank's payload of every parameter in one call, where it lies; shapes and dtypes are host facts,
+        # the headers are checked by the decoder, errors read before the next optimizer step.
+        errors = self._partitions.error_words(labels, self._recv.device)
+        nzcodec.decode_into(sources, outs, errors, slots=False, grains=grains)
         for p, out in zip(self._params, gathered):
             p.data = out.view(p.ds_shape)
             p.ds_status = ZeroParamStatus.AVAILABLE

@@ -83,7 +83,7 @@ class FlatBufferAtRest:
             if p.ds_tensor.numel() == 0:  # released: its payload is the partition
                 valid = valid_numel(p, rank)
                 if decode and valid:
-                    cts.append(nzcodec.CompressedTensor.from_bytes(self.partitions.payload(p).cpu()))
+                    cts.append(self.partitions.payload_tensor(p, rank))
                     outs.append(view.narrow(0, 0, valid))
                 if decode and valid < n:
                     view.narrow(0, valid, n - valid).zero_()  # padding: as DeepSpeed's zero-padded copy

@@ -172,6 +172,15 @@ def _hook_optimizer(optimizer, partitions: CompressedPartitions) -> None:
 
     optimizer._reassign_or_swap_out_partitioned_parameters = reassign_and_encode
 
+    step = optimizer.step
+
+    @functools.wraps(step)
+    def checked_step(*args, **kwargs):
+        partitions.check()  # decode errors of the last forward/backward, before any update
+        return step(*args, **kwargs)
+
+    optimizer.step = checked_step
+
 
 def _hook_checkpointing(engine, partitions: CompressedPartitions) -> None:
     load, save = engine.load_checkpoint, engine.save_checkpoint

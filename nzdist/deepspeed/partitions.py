@@ -57,17 +57,15 @@ def group_size(param) -> int:
     return dist.get_world_size(group=group_of(param))
 
 
-def exchange_sizes(local: list[int], group) -> torch.Tensor:
-    """All-gather one int64 per parameter; returns a [world, n] table of every rank's payload sizes."""
+def exchange_sizes(local: torch.Tensor, group) -> torch.Tensor:
+    """All-gather one int64 per parameter (``local``, on the accelerator, not read); returns the [world, n]
+    table of every rank's payload sizes, still on the device (the caller reads it with its other results)."""
     from deepspeed import comm as dist
-    from deepspeed.accelerator import get_accelerator
 
     world = dist.get_world_size(group=group)
-    device = get_accelerator().current_device_name()
-    send = torch.tensor(local, dtype=torch.int64, device=device)
-    recv = torch.empty(world * len(local), dtype=torch.int64, device=device)
-    dist.allgather_fn(recv, send, group=group, async_op=False)
-    return recv.view(world, len(local)).cpu()
+    recv = torch.empty(world * local.numel(), dtype=torch.int64, device=local.device)
+    dist.allgather_fn(recv, local.contiguous(), group=group, async_op=False)
+    return recv.view(world, local.numel())
 
 
 def by_group(params: Iterable) -> list[list]:
@@ -86,6 +84,7 @@ class CompressedPartitions:
         self.params: list = []
         self.flat = None  # FlatBufferAtRest when trainable partitions are kept compressed at rest
         self.flat_unsupported: str | None = None  # why not, when compress_at_rest asked for it
+        self._pending_errors: list[tuple[torch.Tensor, list[str]]] = []  # gathers' error words, not read yet
 
     # --- which parameters -------------------------------------------------------------------------------
     def eligible(self, param) -> bool:
@@ -129,29 +128,46 @@ class CompressedPartitions:
 
     def refresh(self, params: Iterable) -> None:
         """Encode each parameter's local partition and learn every rank's payload size. Collective over each
-        parameter's partition group: every rank must call it with the same parameters."""
+        parameter's partition group: every rank must call it with the same parameters. One batched encode and
+        one host read per group: the sizes are all-gathered on the device and read together with the encode's
+        status."""
+        from deepspeed.accelerator import get_accelerator
+
         params = [p for p in params if self.manages(p)]
+        device = torch.device(get_accelerator().current_device_name())
         for group in by_group(params):
             rank = rank_in_group(group[0])
-            local = []
-            for p in group:
-                e = self._entries[p.ds_id]
-                if not e.at_rest:  # an at-rest payload is already the partition
-                    e.payload = self._encode(p, rank)
-                local.append(e.payload.numel())
+            entries = [self._entries[p.ds_id] for p in group]
+            # An at-rest payload is already the partition; an empty partition (all padding) sends nothing.
+            todo = [i for i, (p, e) in enumerate(zip(group, entries)) if not e.at_rest and valid_numel(p, rank)]
+            batch = nzcodec.EncodeBatch(
+                [group[i].ds_tensor.detach().narrow(0, 0, valid_numel(group[i], rank)) for i in todo],
+                [self.codec] * len(todo),
+            )
+            known = [e.payload.numel() if e.at_rest and e.payload is not None else 0 for e in entries]
+            local = torch.tensor(known, dtype=torch.int64, device=device)
+            if todo:
+                local[torch.tensor(todo, device=device)] = batch.status[:, 0].to(device)
             table = exchange_sizes(local, group_of(group[0]))
-            for i, p in enumerate(group):
-                e = self._entries[p.ds_id]
-                e.sizes = tuple(int(s) for s in table[:, i].tolist())
+            host = nzcodec.read_back(torch.cat([batch.status.view(-1).to(device), table.view(-1)]))
+            status = [host[2 * j : 2 * j + 2] for j in range(len(todo))]
+            sizes = host[2 * len(todo) :]
+            payloads = dict(zip(todo, batch.finish(status)))
+            n = len(group)
+            for i, (p, e) in enumerate(zip(group, entries)):
+                if i in payloads:
+                    e.payload = payloads[i].data.to(p.ds_tensor.device)
+                elif not e.at_rest:
+                    e.payload = torch.empty(0, dtype=torch.uint8, device=p.ds_tensor.device)
+                e.sizes = tuple(int(sizes[r * n + i]) for r in range(len(sizes) // n))
                 if self.cfg.compress_at_rest and not p.requires_grad:
                     self._release(p, e)
 
-    def _encode(self, param, rank: int) -> torch.Tensor:
-        n = valid_numel(param, rank)
-        if n == 0:
-            return torch.empty(0, dtype=torch.uint8, device=param.ds_tensor.device)
-        ct = nzcodec.compress(param.ds_tensor.detach().narrow(0, 0, n), codec=self.codec)
-        return ct.data.to(param.ds_tensor.device)
+    def payload_tensor(self, param, rank: int) -> nzcodec.CompressedTensor:
+        """This rank's payload of ``param`` with the facts the host knows (no header read)."""
+        return nzcodec.CompressedTensor(
+            self._entries[param.ds_id].payload, (valid_numel(param, rank),), param.ds_tensor.dtype
+        )
 
     # --- compressed at rest (frozen, lossless) ----------------------------------------------------------
     def _release(self, param, e: _Entry) -> None:
@@ -164,7 +180,7 @@ class CompressedPartitions:
         ones among ``params`` and, if any of ``params`` lives in it, the trainable flat buffer (all by default).
         Returns a token for ``release_again``."""
         params = self.params if params is None else list(params)
-        done = []
+        done, cts, outs = [], [], []
         for p in params:
             e = self._entries.get(getattr(p, "ds_id", None))
             if e is None or not e.at_rest:
@@ -173,10 +189,13 @@ class CompressedPartitions:
             dense = torch.zeros(ps, dtype=p.ds_tensor.dtype, device=p.ds_tensor.device)
             n = valid_numel(p, rank)
             if n:
-                nzcodec.decompress(nzcodec.CompressedTensor.from_bytes(e.payload.cpu()), out=dense.narrow(0, 0, n))
+                cts.append(self.payload_tensor(p, rank))
+                outs.append(dense.narrow(0, 0, n))
             p.ds_tensor.data = dense
             e.at_rest = False
             done.append(p)
+        if cts:
+            nzcodec.decompress_batch(cts, outs)  # one call, one error read
         flat = False
         if self.flat is not None and self.flat.released:
             members = self.flat.member_ids
@@ -200,6 +219,31 @@ class CompressedPartitions:
         if self.flat is not None and not self.flat.released:
             if all(not self.is_stale(p) for p in self.flat.params if self.manages(p)):
                 self.flat.release()
+
+    # --- decode errors of the gathers ---------------------------------------------------------------------
+    def error_words(self, labels: list[str], device) -> torch.Tensor:
+        """Fresh error words for a gather's decode (one per job, labelled), read at the next ``check``."""
+        words = torch.zeros(len(labels), dtype=torch.int32, device=device)
+        self._pending_errors.append((words, labels))
+        return words
+
+    def check(self) -> None:
+        """Raise FormatError for any gather decode since the last check that found corrupt data: one host read
+        for all of them. Called before every optimizer step (hooks.py), so no update uses a corrupt decode."""
+        pending, self._pending_errors = self._pending_errors, []
+        if not pending:
+            return
+        words = nzcodec.read_back(torch.cat([w.to(pending[0][0].device) for w, _ in pending]))
+        labels = [label for _, ls in pending for label in ls]
+        bad = [(label, w) for label, w in zip(labels, words) if w]
+        if bad:
+            from nzdist.codec.errors import describe_error_word
+
+            raise nzcodec.FormatError(
+                "nzdist.deepspeed: corrupt all-gather payloads ("
+                + "; ".join(f"{label}: {describe_error_word(w)}" for label, w in bad)
+                + ")"
+            )
 
     # --- reporting --------------------------------------------------------------------------------------
     def memory_report(self) -> dict:

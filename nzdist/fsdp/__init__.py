@@ -10,6 +10,7 @@ See README.md in this folder for the design (payload capacity, slots) and measur
 """
 
 from .capacity import DEFAULT_HEADROOM
+from .check import check
 from .fully_shard import compressed_shards, convert, fully_shard, seal
 from .memory import MemoryReport, memory_report
 from .optimizer import CompressedOptimizer, open_during_step
@@ -22,6 +23,7 @@ __all__ = [
     "convert",
     "fully_shard",
     "seal",
+    "check",
     "shard_model",
     "TransformerLayerPolicy",
     "SizePolicy",

@@ -1,12 +1,14 @@
 """FSDP2's all-gather extension for CompressedShard: what each rank sends, and how all ranks' payloads become
-the unsharded parameter.
+the unsharded parameter, with no host read of device memory after a parameter's first all-gather.
 
-- ``pre_all_gather``: agree the parameter's capacity at its first all-gather (capacity.py), then hand FSDP this
-  rank's slot (slot.py). Evenly sharded parameters send one 1-D uint8 tensor of ``capacity`` bytes; FSDP asserts
-  that an unevenly sharded parameter's inputs have the padded shard *shape*, so those send ``slices`` uint8
-  tensors of that shape.
-- ``post_all_gather``: parse every rank's slot header (so every rank takes the same branch on a bad slot), then
-  decode all payloads in one ``decompress_batch`` call straight into rank r's rows of the unsharded parameter.
+- ``pre_all_gather``: agree the parameter's capacity at its first all-gather (capacity.py: one all-reduce, the
+  only read), then hand FSDP this rank's slot (slot.py). Evenly sharded parameters send one 1-D uint8 tensor of
+  ``capacity`` bytes; FSDP asserts that an unevenly sharded parameter's inputs have the padded shard *shape*, so
+  those send ``slices`` uint8 tensors of that shape.
+- ``post_all_gather``: one ``decode_into`` call decodes every rank's slot where it lies in FSDP's output,
+  straight into rank r's rows of the unsharded parameter. The decoder parses the slot and payload headers
+  itself; shapes, dtypes, capacity and the agreed spills are host state (GatherPlan). Errors go to the
+  parameter's device error words, raised at the next step boundary (check.py).
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import math
 import warnings
 
 import torch
+import torch.distributed as dist
 
 from nzdist.accounting import record_all_gather
-from nzdist.codec import CompressedTensor, FormatError, decompress_batch
+from nzdist.codec import FormatError, decode_into
 
 from .capacity import agree_capacity, spill_raw
-from .slot import KIND_OVERFLOW, KIND_RAW, SLOT_HEADER_BYTES, CapacityError, read_slot_headers
 
 
 def pre_all_gather(shard, mesh, outer_size, mp_policy) -> tuple[tuple[torch.Tensor, ...], tuple]:
@@ -42,6 +44,8 @@ def pre_all_gather(shard, mesh, outer_size, mp_policy) -> tuple[tuple[torch.Tens
             dtype=gather_dtype,
             headroom=meta.headroom,
             trainable=meta.trainable,
+            ndim=len(outer_size),
+            codec=meta.codec,
             group=mesh.get_group(),
             device=st.device,
             name=meta.name,
@@ -50,7 +54,8 @@ def pre_all_gather(shard, mesh, outer_size, mp_policy) -> tuple[tuple[torch.Tens
         if not even:  # FSDP asserts padded-shape inputs for uneven shards: travel as k uint8 slices
             slices = max(1, -(-capacity // padded_numel))
             capacity = slices * padded_numel
-        plan.fix(capacity, slices, gather_dtype)
+        group = mesh.get_group()
+        plan.fix(capacity, slices, gather_dtype, group=group, world=world, rank=dist.get_rank(group), meta=meta)
     if gather_dtype == shard.dtype:
         st.seal()
     slot = st.make_slot(gather_dtype, plan.capacity)
@@ -60,13 +65,12 @@ def pre_all_gather(shard, mesh, outer_size, mp_policy) -> tuple[tuple[torch.Tens
     else:
         padded_shape = (padded_rows, *outer_size[1:])
         inputs = tuple(slot[j * padded_numel : (j + 1) * padded_numel].view(padded_shape) for j in range(plan.slices))
-    return inputs, (gather_dtype, tuple(outer_size), world, plan.capacity, even, meta, mesh.get_group())
+    return inputs, (gather_dtype, tuple(outer_size), world, plan.capacity, even, meta, plan)
 
 
 def post_all_gather(shard, all_gather_outputs, metadata, *, out=None):
     """Decode every rank's slot into the unsharded parameter (into ``out`` on FSDP's later calls)."""
-    gather_dtype, outer_size, world, capacity, even, meta, group = metadata
-    name = meta.name
+    gather_dtype, outer_size, world, capacity, even, meta, plan = metadata
     rows = outer_size[0] if len(outer_size) else 1
     row_numel = math.prod(outer_size[1:])
     padded_rows = -(-rows // world)
@@ -77,57 +81,30 @@ def post_all_gather(shard, all_gather_outputs, metadata, *, out=None):
     else:
         flats = [o.view(-1) for o in all_gather_outputs]
         slots = [torch.cat([f[r * padded_numel : (r + 1) * padded_numel] for f in flats]) for r in range(world)]
-    headers = read_slot_headers(slots, capacity, name=name)
-    over = [(r, n) for r, (kind, n) in enumerate(headers) if kind == KIND_OVERFLOW]
-    if over and meta.on_overflow == "raise":
-        detail = ", ".join(f"rank {r} needs {n} bytes" for r, n in over)
-        raise CapacityError(
-            f"nzdist.fsdp: the compressed shard of {name or 'a parameter'} outgrew the all-gather capacity of "
-            f"{capacity - SLOT_HEADER_BYTES} bytes agreed at its first all-gather ({detail}). Use a larger "
-            "headroom (nzdist.fsdp.fully_shard(..., headroom=...)) or on_overflow='spill'; capacities never "
-            "change during a module's life because FSDP2 fixes its buffer sizes."
-        )
-    if over:
+    dest = out if out is not None else torch.empty(outer_size, dtype=gather_dtype, device=all_gather_outputs[0].device)
+    if dest.dtype != gather_dtype:
+        raise FormatError(f"FSDP asks for {dest.dtype} but {meta.name} was gathered as {gather_dtype}")
+    if plan.spilled and meta.on_overflow == "spill":
         warnings.warn(
-            f"nzdist.fsdp: {name} outgrew its all-gather capacity on rank(s) {[r for r, _ in over]}; "
+            f"nzdist.fsdp: {meta.name} outgrew its all-gather capacity on rank(s) {list(plan.spilled)}; "
             "those shards travel raw in an extra broadcast until they shrink again",
             stacklevel=2,
         )
-    dest = out if out is not None else torch.empty(outer_size, dtype=gather_dtype, device=all_gather_outputs[0].device)
-    if dest.dtype != gather_dtype:
-        raise FormatError(f"FSDP asks for {dest.dtype} but {name} was gathered as {gather_dtype}")
-    cts, outs = [], []
+    grain = meta.codec.chunk_elems_for(gather_dtype)
+    sources, targets, ranks = [], [], []
     with torch.no_grad(), torch.autograd._unsafe_preserve_version_counter(dest):
         flat_dest = dest.view(-1)
-        for r, (slot, (kind, length)) in enumerate(zip(slots, headers)):
+        for r in range(world):
             start, end = min(r * padded_rows, rows), min((r + 1) * padded_rows, rows)
             target = flat_dest[start * row_numel : end * row_numel].view(end - start, *outer_size[1:])
-            if kind == KIND_OVERFLOW:  # every rank saw the mark: the same broadcasts happen everywhere
-                spill_raw(shard.dense, target, r, group)
-                continue
-            data = slot[SLOT_HEADER_BYTES : SLOT_HEADER_BYTES + length]
-            if kind == KIND_RAW:
-                if length != target.numel() * gather_dtype.itemsize:
-                    raise FormatError(
-                        f"rank {r}'s raw shard of {name} has {length} bytes, expected "
-                        f"{target.numel() * gather_dtype.itemsize}"
-                    )
-                if length:
-                    target.view(-1).view(torch.uint8).copy_(data)
-                continue
-            ct = CompressedTensor.from_bytes(data)
-            if ct.shape != target.shape or ct.dtype != gather_dtype:
-                raise FormatError(
-                    f"rank {r}'s payload for {name} holds {tuple(ct.shape)} {ct.dtype}, expected "
-                    f"{tuple(target.shape)} {gather_dtype}"
-                )
-            cts.append(ct)
-            outs.append(target)
-        _decode_many(cts, outs)
+            if r in plan.spilled:  # every rank holds the same agreement: the same broadcasts happen everywhere
+                spill_raw(shard.dense, target, r, plan.group)
+            elif target.numel():
+                sources.append(slots[r])
+                targets.append(target)
+                ranks.append(r)
+        errors = shard._state.plan_errors()
+        decode_into(sources, targets, errors, slots=True, grains=[grain] * len(sources), error_index=ranks)
     if out is not None:
         return None
     return dest, (dest,)
-
-
-def _decode_many(cts: list, outs: list) -> None:
-    decompress_batch(cts, outs)  # all ranks' chunks in one threaded pass (one launch on the GPU)

@@ -10,8 +10,9 @@ all-reduce(MAX), and never changes:
 - ``max_payload``: the largest compressed payload of this parameter over all ranks at that moment;
 - ``headroom``: room for the payload to grow as training changes the weights (default 2%: fine-tuning moves
   payloads by well under 1%; training from scratch grows them by ~6%, so pass ~0.1 there);
-- the cap at raw size: a tensor that does not compress (tiny biases, norms, noise) always fits as raw data,
-  so it travels raw (flagged in the slot header) and can never overflow.
+- the cap at the largest payload the codec can write (a raw-mode payload: header + raw elements): a tensor
+  that does not compress (tiny biases, noise) is stored raw by the codec and always fits, so it can never
+  overflow, and every slot decodes in the same single call.
 - a floor for near-constant trainable tensors (zero-initialised biases, LoRA B, norm weights of ones): they
   compress to almost nothing at first and grow once trained, so their capacity starts at what trained weights
   of the dtype need.
@@ -32,6 +33,7 @@ import torch
 import torch.distributed as dist
 
 from nzdist.accounting import record_all_gather
+from nzdist.codec import max_compressed_bytes, read_back
 from nzdist.codec.dtypes import DTYPE_CODES
 
 from .slot import SLOT_HEADER_BYTES, ShardMismatchError
@@ -51,6 +53,8 @@ def agree_capacity(
     dtype: torch.dtype,
     headroom: float,
     trainable: bool,
+    ndim: int,
+    codec,
     group,
     device: torch.device,
     name: str,
@@ -59,7 +63,7 @@ def agree_capacity(
     code = DTYPE_CODES.get(dtype, 0)
     vec = torch.tensor([payload_bytes, padded_numel, -padded_numel, code, -code], dtype=torch.int64, device=device)
     dist.all_reduce(vec, op=dist.ReduceOp.MAX, group=group)
-    max_payload, numel_max, numel_min, code_max, code_min = (int(v) for v in vec.cpu().tolist())
+    max_payload, numel_max, numel_min, code_max, code_min = (int(v) for v in read_back(vec))
     numel_min, code_min = -numel_min, -code_min
     if numel_max != numel_min or code_max != code_min:
         raise ShardMismatchError(
@@ -67,19 +71,37 @@ def agree_capacity(
             f"codes {code_min}..{code_max} (this rank: numel {padded_numel}, {dtype}); every rank must build the "
             "same model before sharding"
         )
-    return capacity_for(max_payload, padded_numel=padded_numel, dtype=dtype, headroom=headroom, trainable=trainable)
+    return capacity_for(
+        max_payload,
+        padded_numel=padded_numel,
+        dtype=dtype,
+        headroom=headroom,
+        trainable=trainable,
+        ndim=ndim,
+        codec=codec,
+    )
 
 
-def capacity_for(max_payload: int, *, padded_numel: int, dtype: torch.dtype, headroom: float, trainable: bool) -> int:
+def capacity_for(
+    max_payload: int,
+    *,
+    padded_numel: int,
+    dtype: torch.dtype,
+    headroom: float,
+    trainable: bool,
+    ndim: int = 1,
+    codec=None,
+) -> int:
     """The capacity policy itself (no communication): slot bytes for the largest payload seen on any rank."""
     raw = padded_numel * dtype.itemsize
+    worst = max_compressed_bytes(padded_numel, dtype, codec, ndim=ndim)  # no payload of this codec exceeds it
     if not trainable:  # frozen: the payload never changes, no room to grow needed
-        data = min(max_payload, raw)
+        data = min(max_payload, worst)
     else:
         data = math.ceil(max_payload * (1.0 + headroom)) + _SLACK
         if max_payload < 0.5 * raw:
             data = max(data, math.ceil(_TRAINED_FRACTION.get(dtype, 1.0) * raw))
-        data = min(data, raw)
+        data = min(data, worst)
     return SLOT_HEADER_BYTES + -(-data // 16) * 16  # 16-byte aligned slots keep every rank's payload aligned
 
 

@@ -12,6 +12,7 @@ from nzdist.codec import Lossless, Lossy
 
 from .capacity import DEFAULT_HEADROOM
 from .param import CompressedShard
+from .batched import seal_states
 from .state import SUPPORTED_DTYPES, ShardMeta
 
 _HOOKED = "_nzdist_state_dict_hooked"
@@ -92,11 +93,11 @@ def convert(
 
 
 def seal(module: nn.Module) -> None:
-    """Compress every open shard of ``module`` now (``fully_shard`` does this; ``convert`` leaves it lazy)."""
-    for p in module.parameters():
-        local = p._local_tensor if isinstance(p, DTensor) else p
-        if isinstance(local, CompressedShard):
-            local.seal_()
+    """Compress every open shard of ``module`` now, in one batched encode (``fully_shard`` does this; ``convert``
+    leaves it lazy). For parameters already all-gathered this also re-agrees, across ranks, which shards outgrew
+    their capacity (batched.py): after writing to parameters outside an optimizer step (a manual ``copy_``, ...),
+    call it on every rank before the next forward."""
+    seal_states([s._state for s in compressed_shards(module)])
 
 
 def fully_shard(
@@ -147,10 +148,7 @@ def fully_shard(
 
 def _seal_after_load(mod: nn.Module, incompatible_keys) -> None:
     # FSDP's post-load hook re-pads uneven shards into a fresh (open) buffer; compress it again right away.
-    for p in mod._parameters.values():
-        local = p._local_tensor if isinstance(p, DTensor) else p
-        if isinstance(local, CompressedShard):
-            local.seal_()
+    seal_states([s._state for s in compressed_shards(mod._parameters.values())], agree=False)
 
 
 def _dense_state_dict(mod: nn.Module, state_dict: dict, prefix: str, local_metadata) -> None:

@@ -21,7 +21,9 @@ from torch.distributed.tensor import DTensor
 
 from nzdist.codec import Lossless, Lossy
 
+from .check import check
 from .param import CompressedShard
+from .batched import open_states, seal_states
 from .state import SUPPORTED_DTYPES, ShardMeta
 
 
@@ -38,25 +40,29 @@ def _rewrap(value: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
 
 
 def open_during_step(optimizer: torch.optim.Optimizer) -> tuple:
-    """Step hooks for an optimizer you cannot wrap (e.g. one a framework built): decode every shard that has a
-    gradient before ``step`` and re-encode after -- one encode per shard per step instead of one per in-place op.
-    No batching and no state compression (use :class:`CompressedOptimizer` for those). Returns the hook handles.
+    """Step hooks for an optimizer you cannot wrap (e.g. one a framework built): raise any decode error of the
+    last forward/backward, decode every shard that has a gradient before ``step``, and re-encode them all after in
+    one batched encode (batched.py) -- instead of one encode per in-place op. No memory bound and no state
+    compression (use :class:`CompressedOptimizer` for those). Returns the hook handles.
 
         handles = nzdist.fsdp.open_during_step(trainer.optimizer)
     """
     opened: list[CompressedShard] = []
+    decoded: list = []
 
     def pre(opt, args, kwargs):
+        check()
         for group in opt.param_groups:
             for p in group["params"]:
                 local = _local(p)
                 if p.grad is not None and isinstance(local, CompressedShard):
-                    local.open_()
                     opened.append(local)
+        decoded.append(open_states([s._state for s in opened]))
 
     def post(opt, args, kwargs):
-        while opened:
-            opened.pop().seal_()
+        states = [s._state for s in opened]
+        opened.clear()
+        seal_states(states, opened=decoded.pop() if decoded else None)
 
     return optimizer.register_step_pre_hook(pre), optimizer.register_step_post_hook(post)
 
@@ -132,7 +138,9 @@ class CompressedOptimizer(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                nbytes = _local(p).numel() * p.element_size()
+                # The same on every rank (batches end in a collective, reseal.py): the global size per rank.
+                world = p.device_mesh.size() if isinstance(p, DTensor) else 1
+                nbytes = -(-p.numel() // world) * p.element_size()
                 if self.max_open_bytes and size and size + nbytes > self.max_open_bytes:
                     batches.append(current)
                     current, size = [[] for _ in self.param_groups], 0
@@ -150,12 +158,14 @@ class CompressedOptimizer(torch.optim.Optimizer):
                 loss = closure()
         groups = self.param_groups
         originals = [g["params"] for g in groups]
+        check()  # before any update: decode errors of the last pass (frozen parameters' too)
         try:
             for batch in self._batches():
                 params = [p for ps in batch for p in ps]
                 if not params:
                     continue
                 opened = self._open(params)
+                decoded = open_states([sh._state for sh in opened])  # one decode for the batch
                 for g, ps in zip(groups, batch):
                     g["params"] = ps
                 try:
@@ -163,26 +173,27 @@ class CompressedOptimizer(torch.optim.Optimizer):
                 finally:
                     for g, ps in zip(groups, originals):
                         g["params"] = ps
-                    for shard in opened:
-                        shard.seal_()
                     if self.compress_state:
-                        self._compress_state(params)
+                        opened += self._compress_state(params)
+                    seal_states([s._state for s in opened], opened=decoded)  # one encode, one read for the batch
         finally:
             for g, ps in zip(groups, originals):
                 g["params"] = ps
         return loss
 
     def _open(self, params) -> list[CompressedShard]:
+        """The shards of ``params`` and of their state (decoded together by open_states)."""
         opened = []
         for p in params:
             for t in (p, *self.state.get(p, {}).values()):
                 local = _local(t) if isinstance(t, torch.Tensor) else None
                 if isinstance(local, CompressedShard):
-                    local.open_()
                     opened.append(local)
         return opened
 
-    def _compress_state(self, params) -> None:
+    def _compress_state(self, params) -> list[CompressedShard]:
+        """Wrap the state tensors of ``params`` as shards (not yet sealed); returns every state shard to seal."""
+        shards = []
         for p in params:
             state = self.state.get(p)
             if not state:
@@ -192,11 +203,12 @@ class CompressedOptimizer(torch.optim.Optimizer):
                     continue
                 local = _local(value)
                 if isinstance(local, CompressedShard):
-                    local.seal_()
+                    shards.append(local)
                 elif local.dtype in SUPPORTED_DTYPES and local.numel() >= self.state_min_numel:
                     shard = CompressedShard.wrap(local, self._state_meta, owns_storage=False)
-                    shard.seal_()
+                    shards.append(shard)
                     state[key] = _rewrap(value, shard)
+        return shards
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
@@ -220,4 +232,5 @@ class CompressedOptimizer(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict) -> None:
         self.optimizer.load_state_dict(state_dict)
         if self.compress_state:
-            self._compress_state([p for g in self.param_groups for p in g["params"]])
+            shards = self._compress_state([p for g in self.param_groups for p in g["params"]])
+            seal_states([s._state for s in shards], agree=False)

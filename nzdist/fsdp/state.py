@@ -14,6 +14,7 @@ import torch
 from nzdist.codec import CompressedTensor, Lossless, compress, decompress
 
 from .capacity import DEFAULT_HEADROOM
+from .check import error_words
 from .slot import KIND_OVERFLOW, KIND_PAYLOAD, KIND_RAW, SLOT_HEADER_BYTES, write_slot
 
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -38,23 +39,51 @@ class ShardMeta:
 
 
 class GatherPlan:
-    """What the ranks agreed at a parameter's first all-gather, then fixed for the module's life (FSDP2 sizes its
-    buffers once): the slot ``capacity`` in bytes, the number of padded-shape uint8 ``slices`` it travels as
-    (>1 only for unevenly sharded parameters) and the ``dtype`` gathered. Shared by the shard and the buffers
-    FSDP derives from it (re-padding after ``load_state_dict`` keeps the agreement)."""
+    """What the ranks agreed for one parameter, shared by the shard and the buffers FSDP derives from it
+    (re-padding after ``load_state_dict`` keeps the agreement).
 
-    __slots__ = ("capacity", "slices", "dtype")
+    Fixed at the first all-gather (FSDP2 sizes its buffers once): the slot ``capacity`` in bytes, the number of
+    padded-shape uint8 ``slices`` it travels as (>1 only for unevenly sharded parameters), the ``dtype``
+    gathered, and the group it is gathered over. Re-agreed at every batched re-encode (batched.py): ``spilled``,
+    the ranks whose payload outgrew the capacity and travel raw in a broadcast -- host state every rank holds, so
+    the all-gather hooks branch without reading anything. ``errors``: one int32 decode error word per rank of
+    the group, on the shard's device, written by the decoder and read at the next step boundary (check.py).
+    """
+
+    __slots__ = (
+        "capacity",
+        "slices",
+        "dtype",
+        "group",
+        "world",
+        "rank",
+        "spilled",
+        "errors",
+        "name",
+        "on_overflow",
+        "__weakref__",
+    )
 
     def __init__(self) -> None:
         self.capacity: int | None = None
         self.slices = 1
         self.dtype: torch.dtype | None = None
+        self.group = None
+        self.world = 1
+        self.rank = 0
+        self.spilled: tuple[int, ...] = ()
+        self.errors: torch.Tensor | None = None
+        self.name = ""
+        self.on_overflow = "spill"
 
     def agreed_for(self, dtype: torch.dtype) -> bool:
         return self.capacity is not None and self.dtype == dtype
 
-    def fix(self, capacity: int, slices: int, dtype: torch.dtype) -> None:
+    def fix(self, capacity: int, slices: int, dtype: torch.dtype, *, group, world: int, rank: int, meta) -> None:
         self.capacity, self.slices, self.dtype = capacity, slices, dtype
+        self.group, self.world, self.rank = group, world, rank
+        self.name, self.on_overflow = meta.name, meta.on_overflow
+        self.spilled = ()
 
 
 class ShardState:
@@ -131,9 +160,8 @@ class ShardState:
         """A sealed ``src`` on another device: its payloads move, nothing is decoded."""
         st = cls(torch.empty(0, dtype=src.dtype, device=device), src.meta, owns_storage=True, plan=src.plan)
         st.shape, st.dense, st.dirty = src.shape, None, False
-        st.ct = CompressedTensor.from_bytes(src.ct.data.to(device))
-        if src.gather_ct is not None:
-            st.gather_ct = CompressedTensor.from_bytes(src.gather_ct.data.to(device))
+        st.ct = _moved(src.ct, device)
+        st.gather_ct = None if src.gather_ct is None else _moved(src.gather_ct, device)
         return st
 
     @property
@@ -158,13 +186,27 @@ class ShardState:
         if self.parent is not None:
             self.parent.mark_dirty()
 
+    def needs_encode(self) -> bool:
+        return self.dense is not None and self.numel > 0 and (self.dirty or self.ct is None)
+
     def seal(self) -> None:
+        """Encode (one encode, one size read) if the values changed, and release the dense buffer. Many shards at
+        once: batched.seal_states (one encode and one read for all of them)."""
         if self.dense is None or self.numel == 0:
             return  # empty shards (padding ranks) stay as their zero-byte dense tensor
-        if self.dirty or self.ct is None:
-            self.ct = compress(self.dense, codec=self.meta.codec)
-            self.dirty = False
-            self.encodes += 1
+        if self.needs_encode():
+            self.install(compress(self.dense, codec=self.meta.codec))
+        self.release()
+
+    def install(self, ct: CompressedTensor, gather_ct: CompressedTensor | None = None) -> None:
+        """A fresh encoding of the current dense values (and, under mixed precision, of their cast)."""
+        self.ct, self.dirty = ct, False
+        self.gather_ct = gather_ct
+        self.encodes += 1
+
+    def release(self) -> None:
+        if self.dense is None or self.numel == 0:
+            return
         dense, self.dense = self.dense, None
         storage = dense.untyped_storage()
         if self.owns_storage and storage.size() and storage.resizable():
@@ -182,21 +224,30 @@ class ShardState:
         return self.gather_ct
 
     def make_slot(self, dtype: torch.dtype, capacity: int) -> torch.Tensor:
+        """This rank's slot, decided from host state only (payload sizes, the agreed spills): no host read."""
         payload = self.payload_for(dtype)
         slot = torch.empty(capacity, dtype=torch.uint8, device=self.device)
-        raw_bytes = self.numel * dtype.itemsize
         if payload is None:
             write_slot(slot, KIND_RAW, None)
+        elif self.plan.rank in self.plan.spilled:  # agreed at the last batched re-encode: the owner broadcasts it
+            write_slot(slot, KIND_OVERFLOW, None, needed=payload.nbytes)
         elif SLOT_HEADER_BYTES + payload.nbytes <= capacity:
             write_slot(slot, KIND_PAYLOAD, payload.data.to(slot.device))
-        elif SLOT_HEADER_BYTES + raw_bytes <= capacity:
-            write_slot(slot, KIND_RAW, self.plain().to(dtype).contiguous().view(-1).view(torch.uint8))
-        else:
+        else:  # outgrew its capacity since the ranks last agreed: every rank's decoder reports the mark
             write_slot(slot, KIND_OVERFLOW, None, needed=payload.nbytes)
         return slot
+
+    def plan_errors(self) -> torch.Tensor:
+        """The parameter's decode error words (check.py registers them for the next step boundary)."""
+        return error_words(self.plan, self.device)
 
     def resident_bytes(self) -> int:
         n = 0 if self.dense is None else self.dense.numel() * self.dense.element_size()
         n += self.ct.nbytes if self.ct is not None else 0
         n += self.gather_ct.nbytes if self.gather_ct is not None else 0
         return n
+
+
+def _moved(ct: CompressedTensor, device: torch.device) -> CompressedTensor:
+    # The facts are known on the host: moving a payload parses nothing (no read of the moved bytes).
+    return CompressedTensor(ct.data.to(device), ct.shape, ct.dtype, ct.chunk_elems)

@@ -149,5 +149,11 @@ class Sim:
         self.so.nzsim_decode_batch(jobs.data_ptr(), n, max_fields, int(verify), VARIANTS[variant])
         return errs
 
+    def run_table(self, table: torch.Tensor, n_jobs: int, max_fields: int, verify=False, variant=None) -> None:
+        """Run a job table built elsewhere (nzdist.codec.jobs.build_jobs, host addresses) through the kernels'
+        per-item code."""
+        variant = self.variant if variant is None else variant
+        self.so.nzsim_decode_batch(table.data_ptr(), n_jobs, max_fields, int(verify), VARIANTS[variant])
+
     def crc32c_pieces(self, buf: torch.Tensor, piece: int) -> int:
         return self.so.nzsim_crc32c_pieces(buf.data_ptr(), buf.numel(), piece)

@@ -106,6 +106,21 @@ def test_losses_bit_identical_to_dense(launcher, ds_launcher_ranks, torchrun_ran
         _assert_compressed(rank["neuzip"])
 
 
+def test_gather_path_makes_no_host_reads(torchrun_ranks):
+    """Forward + backward read nothing back from nzdist code; the step reads once per parameter sub-group (the
+    batched re-encode's sizes, all-gathered on the device) plus once for the gathers' error words -- at two
+    depths, so the counts do not grow with the parameter count."""
+    for rank in torchrun_ranks:
+        runs = rank["host_reads"]
+        assert runs["4"]["params"] > runs["2"]["params"]
+        for depth, r in runs.items():
+            assert r["fwd_bwd_host_reads"] == 0, (depth, r["fwd_bwd_sites"])
+            assert r["fwd_bwd"]["host_syncs"] == 0 and r["fwd_bwd"]["encode_calls"] == 0, (depth, r)
+            assert r["fwd_bwd"]["decode_calls"] > 0, (depth, r)
+            assert r["step"]["encode_calls"] == r["sub_groups"], (depth, r)
+            assert r["step"]["host_syncs"] <= r["sub_groups"] + 1, (depth, r)
+
+
 def test_persistent_parameters_gathered_compressed(torchrun_ranks):
     for rank in torchrun_ranks:
         assert rank["persistent"]["losses"] == rank["dense"]["losses"]

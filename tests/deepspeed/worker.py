@@ -87,6 +87,49 @@ def lossy_blocking_gather_is_exact(cfg, tokens):
     return {"exact": exact, "checked": len(frozen)}
 
 
+def host_reads(cfg, tokens, layers: int) -> dict:
+    """2 warm-up steps, then host reads made from nzdist code during one forward + backward (tests/support.py
+    HostReads) and nzdist.codec_stats of the forward + backward and of the step."""
+    import nzdist
+    from nzdist.deepspeed import initialize
+    from nzdist.experiments.data import batch_for_step
+    from nzdist.experiments.models import build_model
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from support import HostReads
+
+    config = ModelConfig(d_model=64, n_layer=layers, n_head=4, seq_len=32)
+    model = build_model(config, 0)
+    engine, *_ = initialize(model=model, model_parameters=list(model.parameters()), config=cfg)
+    rank, world = td.get_rank(), td.get_world_size()
+
+    def batch(i):
+        return batch_for_step(tokens, i, engine.train_micro_batch_size_per_gpu(), config.seq_len, rank, world, 0)
+
+    for i in range(2):
+        x, y = batch(i)
+        engine.backward(engine(x, y))
+        engine.step()
+    x, y = batch(2)
+    nzdist.codec_stats(reset=True)
+    with HostReads() as reads:
+        loss = engine(x, y)
+        engine.backward(loss)
+    fwd_bwd = nzdist.codec_stats(reset=True).as_dict()
+    engine.step()
+    step = nzdist.codec_stats(reset=True).as_dict()
+    out = {
+        "params": len(engine.neuzip.params),
+        "fwd_bwd_host_reads": reads.count,
+        "fwd_bwd_sites": dict(reads.sites),
+        "fwd_bwd": fwd_bwd,
+        "step": step,
+        "sub_groups": len(engine.optimizer.fp16_groups),
+    }
+    engine.destroy()
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scenario", choices=("parity_ckpt", "parity_zeropp"), required=True)
@@ -110,6 +153,7 @@ def main() -> int:
         dense_at_rest = copy.deepcopy(cfg)  # bf16 partitions kept dense between steps, as DeepSpeed keeps them
         dense_at_rest["neuzip"]["compress_at_rest"] = False
         runs["neuzip"] = train_deepspeed(dense_at_rest, 20, MODEL, tokens=tokens)
+        runs["host_reads"] = {str(n): host_reads(dense_at_rest, tokens, n) for n in (2, 4)}
         # Persistent parameters: gathered once after each step through the blocking all_gather path.
         persistent = copy.deepcopy(cfg)
         persistent["zero_optimization"]["stage3_param_persistence_threshold"] = 20000

@@ -99,9 +99,10 @@ def check_features(c: dict) -> None:
     assert c["policies"]["ok"], c["policies"]
     err = c["errors"]
     assert err["overflow_spill"]["equal_to_plain"] and err["overflow_spill"]["all_ranks"]
-    for key in ("overflow_raise", "mismatch", "corrupt", "lossy_trainable"):
+    for key in ("overflow_raise", "overflow_unagreed", "mismatch", "corrupt", "lossy_trainable"):
         assert err[key]["all_ranks"], f"{key}: not raised as expected on every rank: {err[key]['message']}"
-    assert "blocks.0.fc1.weight" in err["overflow_raise"]["message"]
+    for key in ("overflow_raise", "overflow_unagreed", "corrupt"):  # the parameter (and the rank) are named
+        assert err[key]["names_param"], err[key]["message"]
     assert "tok.weight" in err["mismatch"]["message"]
 
 

@@ -11,7 +11,9 @@ import torch
 import nzdist
 from nzdist.fsdp.capacity import capacity_for
 from nzdist.fsdp.param import CompressedShard
-from nzdist.fsdp.slot import KIND_OVERFLOW, SLOT_HEADER_BYTES, CapacityError, read_slot_header, write_slot
+from nzdist.codec import decode_into
+from nzdist.fsdp import check
+from nzdist.fsdp.slot import KIND_OVERFLOW, KIND_RAW, SLOT_HEADER_BYTES, CapacityError, write_slot
 from nzdist.fsdp.state import ShardMeta
 
 from conftest import int_view
@@ -99,9 +101,13 @@ def _gathered(full, world, gather_dtype=None, trainable=True, corrupt_rank=None,
         for r in range(world)
     ]
     payload = max((s._state.payload_for(gather_dtype).nbytes if s.numel() else 0) for s in shards)
-    capacity = capacity_for(payload, padded_numel=padded_numel, dtype=gather_dtype, headroom=0.02, trainable=trainable)
+    capacity = capacity_for(
+        payload, padded_numel=padded_numel, dtype=gather_dtype, headroom=0.02, trainable=trainable, ndim=full.dim()
+    )
     slices = 1 if even else -(-capacity // padded_numel)
     capacity = capacity if even else slices * padded_numel
+    for r, s in enumerate(shards):  # what the first all-gather's agreement fixes on every rank
+        s._state.plan.fix(capacity, slices, gather_dtype, group=None, world=world, rank=r, meta=meta)
     slots = [s._state.make_slot(gather_dtype, capacity) for s in shards]
     if corrupt_rank is not None:
         slots[corrupt_rank][SLOT_HEADER_BYTES + 20 : SLOT_HEADER_BYTES + 28] ^= 0x33
@@ -113,7 +119,7 @@ def _gathered(full, world, gather_dtype=None, trainable=True, corrupt_rank=None,
         outputs = tuple(
             torch.cat([sl[j * padded_numel : (j + 1) * padded_numel] for sl in slots]) for j in range(slices)
         )
-    metadata = (gather_dtype, tuple(full.shape), world, capacity, even, meta, None)
+    metadata = (gather_dtype, tuple(full.shape), world, capacity, even, meta, shards[0]._state.plan)
     return shards[0], outputs, metadata
 
 
@@ -135,27 +141,43 @@ def test_post_all_gather_mixed_precision_decodes_the_cast():
     assert out.dtype == torch.bfloat16 and torch.equal(int_view(out), int_view(full.bfloat16()))
 
 
-def test_corrupted_payload_raises_format_error():
+def test_corrupted_payload_is_raised_at_the_check_naming_the_rank():
     local, outputs, metadata = _gathered(weights(64, 64), 2, corrupt_rank=1)
-    with pytest.raises(nzdist.FormatError):
-        local.fsdp_post_all_gather(outputs, metadata, torch.bfloat16)
+    local.fsdp_post_all_gather(outputs, metadata, torch.bfloat16)  # queued: nothing is read back here
+    with pytest.raises(nzdist.FormatError, match="rank 1: "):
+        check()
+    check()  # reported once: the words are cleared
 
 
-def test_overflow_mark_raises_capacity_error():
+def test_unagreed_overflow_mark_is_a_capacity_error_at_the_check():
     local, outputs, metadata = _gathered(weights(64, 64), 2, overflow_rank=1)
-    with pytest.raises(CapacityError, match="rank 1 needs"):
-        local.fsdp_post_all_gather(outputs, metadata, torch.bfloat16)
+    local.fsdp_post_all_gather(outputs, metadata, torch.bfloat16)
+    with pytest.raises(CapacityError, match="rank 1: slot marked overflow"):
+        check()
 
 
-def test_slot_header_checks():
-    slot = torch.zeros(64, dtype=torch.uint8)
-    with pytest.raises(nzdist.FormatError, match="corrupt header"):
-        read_slot_header(slot, 64, rank=3, name="w")
-    write_slot(slot, 0, torch.arange(10, dtype=torch.uint8))
-    assert read_slot_header(slot, 64, rank=0, name="w") == (0, 10)
-    slot[8] = 200  # claims more bytes than the slot holds
-    with pytest.raises(nzdist.FormatError, match="more than its capacity"):
-        read_slot_header(slot, 64, rank=0, name="w")
+def test_the_codec_checks_slot_headers():
+    w = weights(16, 8)
+    payload = nzdist.compress(w).data
+    errors = torch.zeros(4, dtype=torch.int32)
+    good = torch.zeros(SLOT_HEADER_BYTES + payload.numel(), dtype=torch.uint8)
+    write_slot(good, 0, payload)
+    bad_magic = good.clone()
+    bad_magic[0] ^= 1
+    too_long = good.clone()
+    too_long[8] = 255  # claims more bytes than the slot holds
+    raw = torch.zeros(SLOT_HEADER_BYTES + w.numel() * 2, dtype=torch.uint8)
+    write_slot(raw, KIND_RAW, w.view(-1).view(torch.uint8))
+    outs = [torch.empty_like(w) for _ in range(4)]
+    decode_into([good, bad_magic, too_long, raw], outs, errors, slots=True)
+    bits = nzdist._C.ERROR_BITS
+    assert errors.tolist() == [0, bits["slot"], bits["slot"], 0]
+    assert torch.equal(int_view(outs[0]), int_view(w)) and torch.equal(int_view(outs[3]), int_view(w))
+    wrong_raw = torch.zeros(SLOT_HEADER_BYTES + 10, dtype=torch.uint8)
+    write_slot(wrong_raw, KIND_RAW, torch.zeros(10, dtype=torch.uint8))
+    errors.zero_()
+    decode_into([wrong_raw, good], [torch.empty_like(w), torch.empty(4, 16, dtype=torch.bfloat16)], errors, slots=True)
+    assert errors.tolist()[:2] == [bits["mismatch"], bits["mismatch"]]  # raw of the wrong size; a payload of another element count
 
 
 def test_capacity_policy():
@@ -164,8 +186,9 @@ def test_capacity_policy():
     assert capacity_for(1300, **bf16, headroom=0.02, trainable=False) == SLOT_HEADER_BYTES + 1312  # exact, aligned
     # near-constant trainable tensors (zero init) get room to become trained weights
     assert capacity_for(40, **bf16, headroom=0.02, trainable=True) >= SLOT_HEADER_BYTES + 0.72 * 2000
-    # never above raw: an incompressible shard always fits raw
-    assert capacity_for(5000, **bf16, headroom=0.02, trainable=True) == SLOT_HEADER_BYTES + 2000
+    # never above the codec's worst case (header + raw elements): an incompressible shard always fits
+    worst = nzdist.max_compressed_bytes(1000, torch.bfloat16)
+    assert capacity_for(5000, **bf16, headroom=0.02, trainable=True) == SLOT_HEADER_BYTES + worst
 
 
 def test_writes_to_part_of_a_sealed_shard_raise_instead_of_vanishing():

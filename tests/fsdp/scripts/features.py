@@ -223,7 +223,9 @@ def case_errors(rank):
     out = {}
     x, _ = next(batches(rank, 1))
 
-    # 1. A shard outgrows its capacity on one rank only: spilled raw by default (bit-exact), or CapacityError.
+    # 1. A shard outgrows its capacity on one rank only, written outside an optimizer step. seal(model) on every
+    # rank re-agrees who spills: spilled raw by default (bit-exact), or CapacityError; without it, the decoders
+    # flag the unexpected overflow mark and check() raises CapacityError on every rank.
     def noisy(model):
         if rank == 1:
             local = model.blocks[0].fc1.weight._local_tensor
@@ -242,8 +244,10 @@ def case_errors(rank):
     spill(x)  # first all-gather agrees capacities
     noisy(spill)
     noisy(plain)
+    nzfsdp.seal(spill)
     with torch.no_grad():
         got, want = spill(x), plain(x)
+    nzfsdp.check(spill)
     out["overflow_spill"] = {
         "equal_to_plain": torch.equal(bits(got), bits(want)),
         "all_ranks": _all_ranks_ok("" if torch.equal(bits(got), bits(want)) else "WRONG"),
@@ -252,10 +256,22 @@ def case_errors(rank):
     nz_shard(model, on_overflow="raise")
     model(x)
     noisy(model)
-    msg = _expect(nzfsdp.CapacityError, lambda: model(x))
+    msg = _expect(nzfsdp.CapacityError, lambda: nzfsdp.seal(model))
     out["overflow_raise"] = {
         "message": msg,
         "names_param": "blocks.0.fc1.weight" in msg,
+        "all_ranks": _all_ranks_ok(msg),
+    }
+    model = copy.deepcopy(base)
+    nz_shard(model)
+    model(x)
+    noisy(model)
+    with torch.no_grad():
+        model(x)
+    msg = _expect(nzfsdp.CapacityError, lambda: nzfsdp.check(model))
+    out["overflow_unagreed"] = {
+        "message": msg,
+        "names_param": "blocks.0.fc1.weight" in msg and "rank 1" in msg,
         "all_ranks": _all_ranks_ok(msg),
     }
     # 2. Ranks built different models.
@@ -272,12 +288,19 @@ def case_errors(rank):
     if rank == 1:
         payload = model.blocks[1].fc2.weight._local_tensor._state.ct.data  # the resident payload itself
         payload[payload.numel() // 2 : payload.numel() // 2 + 8] ^= 0x5A
-    msg = _expect(nzdist.FormatError, lambda: model(x))
-    out["corrupt"] = {"message": msg, "all_ranks": _all_ranks_ok(msg)}
+    model(x)  # the decoders record the corruption; nothing is read back during the pass
+    msg = _expect(nzdist.FormatError, lambda: nzfsdp.check(model))
+    out["corrupt"] = {
+        "message": msg,
+        "names_param": "blocks.1.fc2.weight" in msg and "rank 1" in msg,
+        "all_ranks": _all_ranks_ok(msg),
+    }
     # 4. Lossy codecs are refused for trainable parameters.
     msg = _expect(ValueError, lambda: nzfsdp.convert(TinyGPT(), codec=nzdist.Lossy()))
     out["lossy_trainable"] = {"message": msg, "all_ranks": _all_ranks_ok(msg)}
-    out["ok"] = all(v["all_ranks"] for v in out.values()) and out["overflow_raise"]["names_param"]
+    out["ok"] = all(v["all_ranks"] for v in out.values()) and all(
+        out[k]["names_param"] for k in ("overflow_raise", "overflow_unagreed", "corrupt")
+    )
     return out
 
 
