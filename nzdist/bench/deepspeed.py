@@ -10,7 +10,8 @@ a difference between the two dense rows). ``lp_partitions_MB/rank``: bytes of lo
 a rank holds between steps, payloads included. All-gather bytes are counted where DeepSpeed hands
 tensors to torch.distributed (``deepspeed.comm.all_gather_into_tensor`` / ``all_gather``): bytes this rank
 sends, per training step, including nzdist's payload-size exchange. Step time is the median over the steps
-after ``--warmup``. Losses are compared bit for bit.
+after ``--warmup``. Losses are compared bit for bit. Decode/encode calls and host syncs: ``nzdist.codec_stats``
+per step over the whole run (engine set-up included), rank 0; host syncs count what a GPU would wait on.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ COLUMNS = [
     "bytes_vs_dense",
     "payload/dense",
     "lp_partitions_MB/rank",
+    "decode_calls/step",
+    "encode_calls/step",
+    "host_syncs/step",
     "final_loss",
     "losses_bit_identical",
 ]
@@ -118,6 +122,8 @@ def _worker(args) -> int:
     total = args.warmup + args.steps
     import deepspeed  # noqa: F401  (deepspeed.comm must exist before counting)
 
+    import nzdist
+
     counter = DeepSpeedSentBytes()
     results = []
     plain = {**cfg, "neuzip": {**cfg["neuzip"], "compress_at_rest": False}}
@@ -129,8 +135,10 @@ def _worker(args) -> int:
         ("zero3 dense (again)", dense_config(cfg)),
     ):
         counter.take()
+        nzdist.codec_stats(reset=True)
         r = train_deepspeed(config, total, model_cfg, tokens=tokens, init=args.weights)
         sent = counter.take()
+        codec = nzdist.codec_stats(reset=True).as_dict()  # over every step, set-up included
         results.append(
             {
                 "run": name,
@@ -139,6 +147,7 @@ def _worker(args) -> int:
                 "sent": sent / total,
                 "comm": r["comm"],
                 "memory": r["memory"],
+                "codec": {k: v / total for k, v in codec.items()},
             }
         )
     world = td.get_world_size()
@@ -167,6 +176,7 @@ def _worker(args) -> int:
                 "bytes_vs_dense": sent / base_bytes if base_bytes else float("nan"),
                 "payload/dense": c["ratio"] if c["dense_bytes"] else "",
                 "lp_partitions_MB/rank": _lp_bytes(run["memory"], dense_lp) / 1e6,
+                **{f"{k}/step": run["codec"][k] for k in ("decode_calls", "encode_calls", "host_syncs")},
                 "final_loss": run["losses"][-1],
                 "losses_bit_identical": all(rank[i]["losses"] == rank[0]["losses"] for rank in gathered),
             }

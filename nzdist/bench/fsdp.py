@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+CODEC_COLUMNS = ("decode_calls_per_step", "encode_calls_per_step", "host_syncs_per_step")
+
+
 # -- launcher -----------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
@@ -118,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "param_bytes",
         "state_bytes",
         "all_gather_bytes_per_step",
+        *CODEC_COLUMNS,
         "final_loss",
     ]
     report(
@@ -130,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             "per_rank": runs,
             "notes": "peak_mem_mib: CUDA peak allocated, or CPU peak RSS growth since before model build; "
             "param/state bytes: resident per rank after the last step (rank mean); all-gather "
-            "bytes: this rank's contribution per step (rank mean)",
+            "bytes: this rank's contribution per step (rank mean); decode/encode calls and host syncs: "
+            "nzdist.codec_stats per timed step (rank mean; host syncs count what a GPU would wait on)",
         },
     )
     return 0 if ratio["final_loss"] == "equal" else 1
@@ -145,6 +150,7 @@ def _summarise(mode: str, ranks: list[dict]) -> dict:
         "param_bytes": mean("param_bytes"),
         "state_bytes": mean("state_bytes"),
         "all_gather_bytes_per_step": mean("all_gather_bytes_per_step"),
+        **{k: mean(k) for k in CODEC_COLUMNS},
         "final_loss": ranks[0]["losses"][-1],
     }
 
@@ -203,7 +209,8 @@ def _worker(args) -> int:
         nonlocal peak_rss
         peak_rss = max(peak_rss, _rss_mib())
         if step == args.warmup - 1:
-            nzdist.comm_stats(reset=True)  # all-gathers are counted over the timed steps only
+            nzdist.comm_stats(reset=True)  # all-gathers and codec work are counted over the timed steps only
+            nzdist.codec_stats(reset=True)
 
     losses, times = fsdp.train_loop(
         model,
@@ -216,6 +223,7 @@ def _worker(args) -> int:
     )
     times = times[args.warmup :]
     comm = nzdist.comm_stats()
+    codec = {k: v / args.steps for k, v in nzdist.codec_stats().as_dict().items()}
     mem = nzdist.memory_report(model, opt)
     if cuda:
         peak = torch.cuda.max_memory_allocated(device) / 2**20
@@ -236,6 +244,7 @@ def _worker(args) -> int:
         "param_dense_bytes": mem.param_dense_bytes,
         "state_bytes": mem.state_bytes,
         "all_gather_bytes_per_step": ag,
+        **{f"{k}_per_step": v for k, v in codec.items()},
         "nzdist_dense_equivalent_per_step": comm.dense_bytes / args.steps if comm.all_gathers else None,
     }
     Path(args.result_dir, f"rank{rank}.json").write_text(json.dumps(out))

@@ -18,10 +18,11 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from nzdist.codec import EncodeBatch, FormatError, decode_into, max_compressed_bytes, read_back
+from nzdist.codec import EncodeBatch, FormatError, compress, decode_into, max_compressed_bytes, read_back
 from nzdist.codec.errors import describe_error_word
 
 from .slot import SLOT_HEADER_BYTES, CapacityError
+from .remainder import join, split
 from .state import ShardState
 
 
@@ -44,9 +45,16 @@ def open_states(states: list[ShardState]) -> Opened:
     if any(st.device != device for st in todo):
         raise NotImplementedError("nzdist.fsdp: an optimizer step batch with shards on several devices")
     errors = torch.zeros(len(todo), dtype=torch.int32, device=device)
-    outs = [torch.empty(st.shape, dtype=st.dtype, device=device) for st in todo]
-    decode_into([st.ct.data for st in todo], outs, errors, slots=False, grains=[st.ct.chunk_elems for st in todo])
+    # A split shard (remainder.py) decodes its bf16 half, then joins the remainder on the device.
+    outs = [
+        torch.empty(st.shape, dtype=torch.bfloat16 if st.rest is not None else st.dtype, device=device)
+        for st in todo
+    ]
+    payloads = [st.gather_ct if st.rest is not None else st.ct for st in todo]
+    decode_into([p.data for p in payloads], outs, errors, slots=False, grains=[p.chunk_elems for p in payloads])
     for st, out in zip(todo, outs):
+        if st.rest is not None:
+            out = join(out, st.rest, torch.empty(st.shape, dtype=st.dtype, device=device))
         st.dense, st.owns_storage, st.dirty = out, True, False
     return Opened(todo, errors)
 
@@ -77,13 +85,20 @@ def seal_states(states: list[ShardState], *, agree: bool = True, opened: Opened 
             st.release()
         return
     device = devices[0]
-    # What each state encodes: its own values, and under mixed precision the cast that travels.
-    tensors, codecs, slots = [], [], []
+    # What each state encodes: its own values, and under mixed precision what travels -- the bf16 half of a split
+    # shard (remainder.py; then nothing else), or the cast next to the fp32 payload.
+    tensors, codecs, slots, rests = [], [], [], {}
     for st in todo:
+        gather = st.plan.dtype
+        if st.splits_for(gather):
+            hi, rests[id(st)] = split(st.dense)
+            slots.append([len(tensors)])
+            tensors.append(hi)
+            codecs.append(st.meta.codec)
+            continue
         slots.append([len(tensors)])
         tensors.append(st.dense)
         codecs.append(st.meta.codec)
-        gather = st.plan.dtype
         if gather is not None and gather != st.dtype:
             slots[-1].append(len(tensors))
             tensors.append(st.dense.to(gather))
@@ -92,14 +107,17 @@ def seal_states(states: list[ShardState], *, agree: bool = True, opened: Opened 
     flags = _overflow_flags(plans, states, todo, slots, batch.status, device)
     n = len(tensors)
     open_errors = [] if opened is None or opened.errors is None else [opened.errors.long().to(device)]
-    host = read_back(torch.cat([batch.status.view(-1).to(device), *[f.long() for _, f in flags], *open_errors]))
+    counts = [r.count.view(1).to(device) for r in rests.values()]
+    host = read_back(
+        torch.cat([batch.status.view(-1).to(device), *[f.long() for _, f in flags], *counts, *open_errors])
+    )
     status = [host[2 * i : 2 * i + 2] for i in range(n)]
     if open_errors:
         words = host[len(host) - opened.errors.numel() :]
         bad = [(st, w) for st, w in zip(opened.states, words) if w]
         if bad:  # the old payloads stay: nothing computed from the corrupt decode is installed
             for st in states:
-                if st.ct is not None:
+                if st.ct is not None or st.rest is not None:
                     st.dense, st.dirty = None, False
             raise FormatError(
                 "nzdist.fsdp: corrupt resident payload found when the optimizer step decoded it ("
@@ -107,8 +125,16 @@ def seal_states(states: list[ShardState], *, agree: bool = True, opened: Opened 
                 + ")"
             )
     payloads = batch.finish(status)
+    at_counts = 2 * n + sum(f.numel() for _, f in flags)
+    found = dict(zip(rests, host[at_counts : at_counts + len(counts)]))
     for st, idx in zip(todo, slots):
-        st.install(payloads[idx[0]], payloads[idx[1]] if len(idx) > 1 else None)
+        rest = rests.get(id(st))
+        if rest is None:
+            st.install(payloads[idx[0]], payloads[idx[1]] if len(idx) > 1 else None)
+        elif found[id(st)] <= rest.room:
+            st.install_split(payloads[idx[0]], rest)
+        else:  # more exceptions than the table holds (NaNs, say): both payloads this time, two more encodes
+            st.install(compress(st.dense, codec=st.meta.codec), payloads[idx[0]])
     for st in states:
         st.release()
     at = 2 * n

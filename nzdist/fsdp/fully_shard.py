@@ -28,6 +28,7 @@ def convert(
     headroom: float = DEFAULT_HEADROOM,
     on_overflow: str = "spill",
     min_numel: int = 0,
+    mp_storage: str = "remainder",
 ):
     """Swap ``module``'s float parameters for :class:`CompressedShard` s, in place; returns ``module``.
 
@@ -42,7 +43,9 @@ def convert(
     Parameters with fewer than ``min_numel`` elements, non-float parameters, and parameters that are already
     sharded DTensors are left alone. Tied parameters stay tied. Shards are compressed when they are first
     all-gathered (or by :func:`seal`). ``headroom`` and ``on_overflow`` ("spill" or "raise") set the all-gather
-    capacity policy (capacity.py).
+    capacity policy (capacity.py). ``mp_storage``: how fp32 shards gathered as bf16 under a MixedPrecisionPolicy
+    are held -- "remainder" (default: the bf16 payload, which is what travels, plus 16 raw bits; remainder.py) or
+    "cast" (the fp32 payload, and the cast's payload cached next to it).
     """
     codec = codec if codec is not None else Lossless()
     if isinstance(codec, Lossy):
@@ -60,6 +63,7 @@ def convert(
                 headroom=headroom,
                 on_overflow=on_overflow,
                 min_numel=min_numel,
+                mp_storage=mp_storage,
             )
         return module
     for mod_name, mod in module.named_modules(remove_duplicate=False):
@@ -81,6 +85,7 @@ def convert(
                 name=f"{mod_name}.{pname}" if mod_name else pname,
                 trainable=p.requires_grad,
                 on_overflow=on_overflow,
+                mp_storage=mp_storage,
             )
             new = nn.Parameter(CompressedShard.wrap(p.data, meta), requires_grad=p.requires_grad)
             setattr(p, _CONVERTED_TO, new)
@@ -108,6 +113,7 @@ def fully_shard(
     frozen_codec=None,
     headroom: float = DEFAULT_HEADROOM,
     on_overflow: str = "spill",
+    mp_storage: str = "remainder",
     mp_policy=None,
     reshard_after_forward: bool | None = None,
     offload_policy=None,
@@ -117,7 +123,7 @@ def fully_shard(
 
     ``module`` may be one module or a list (as accelerate passes for tied embeddings). Everything else is
     torch's: ``mesh``, ``mp_policy``, ``reshard_after_forward`` (bool), ``offload_policy``, and any other keyword
-    is passed through. ``codec``/``frozen_codec``/``headroom``/``on_overflow`` are :func:`convert`'s.
+    is passed through. ``codec``/``frozen_codec``/``headroom``/``on_overflow``/``mp_storage`` are :func:`convert`'s.
 
         model = nzdist.fsdp.fully_shard(model, mp_policy=MixedPrecisionPolicy(param_dtype=torch.bfloat16))
     """
@@ -129,7 +135,14 @@ def fully_shard(
             "for parameters with all-gather extensions (nzdist's compressed shards)"
         )
     modules = list(module) if isinstance(module, (list, tuple)) else [module]
-    convert(modules, codec=codec, frozen_codec=frozen_codec, headroom=headroom, on_overflow=on_overflow)
+    convert(
+        modules,
+        codec=codec,
+        frozen_codec=frozen_codec,
+        headroom=headroom,
+        on_overflow=on_overflow,
+        mp_storage=mp_storage,
+    )
     if mp_policy is not None:
         torch_kwargs["mp_policy"] = mp_policy
     if offload_policy is not None:

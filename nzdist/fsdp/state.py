@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 import torch
 
-from nzdist.codec import CompressedTensor, Lossless, compress, decompress
+from nzdist.codec import CompressedTensor, EncodeBatch, Lossless, compress, decompress, read_back
 
 from .capacity import DEFAULT_HEADROOM
 from .check import error_words
+from .remainder import Remainder, join, split
 from .slot import KIND_OVERFLOW, KIND_PAYLOAD, KIND_RAW, SLOT_HEADER_BYTES, write_slot
 
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -30,10 +31,15 @@ class ShardMeta:
     name: str = ""
     trainable: bool = True  # frozen parameters are encoded once and need no room to grow
     on_overflow: str = "spill"  # "spill": the owner broadcasts an outgrown shard raw; "raise": CapacityError
+    # fp32 shards gathered as bf16 (MixedPrecisionPolicy): "remainder" holds them as the bf16 payload plus 16 raw
+    # bits (remainder.py); "cast" keeps the fp32 payload and caches the cast's payload too.
+    mp_storage: str = "remainder"
 
     def __post_init__(self) -> None:
         if self.on_overflow not in ("spill", "raise"):
             raise ValueError(f"on_overflow must be 'spill' or 'raise', got {self.on_overflow!r}")
+        if self.mp_storage not in ("remainder", "cast"):
+            raise ValueError(f"mp_storage must be 'remainder' or 'cast', got {self.mp_storage!r}")
         if not isinstance(self.headroom, (int, float)) or not 0 <= self.headroom <= 4:
             raise ValueError(f"headroom must be a fraction in 0..4, got {self.headroom!r}")
 
@@ -98,6 +104,7 @@ class ShardState:
         "dense",
         "ct",
         "gather_ct",
+        "rest",
         "dirty",
         "owns_storage",
         "meta",
@@ -115,6 +122,7 @@ class ShardState:
         self.dense: torch.Tensor | None = dense
         self.ct: CompressedTensor | None = None
         self.gather_ct: CompressedTensor | None = None
+        self.rest: Remainder | None = None  # split storage (remainder.py): gather_ct is then the only payload
         self.dirty = True  # no payload yet
         self.owns_storage = owns_storage  # dense is a buffer nobody else reads: free it when sealing
         self.meta = meta
@@ -160,8 +168,9 @@ class ShardState:
         """A sealed ``src`` on another device: its payloads move, nothing is decoded."""
         st = cls(torch.empty(0, dtype=src.dtype, device=device), src.meta, owns_storage=True, plan=src.plan)
         st.shape, st.dense, st.dirty = src.shape, None, False
-        st.ct = _moved(src.ct, device)
+        st.ct = None if src.ct is None else _moved(src.ct, device)
         st.gather_ct = None if src.gather_ct is None else _moved(src.gather_ct, device)
+        st.rest = None if src.rest is None else src.rest.to(device)
         return st
 
     @property
@@ -172,7 +181,19 @@ class ShardState:
     def plain(self) -> torch.Tensor:
         if self.dense is not None:
             return self.dense
-        return decompress(self.ct, out=torch.empty(self.shape, dtype=self.dtype, device=self.device))
+        out = torch.empty(self.shape, dtype=self.dtype, device=self.device)
+        if self.rest is not None:
+            return join(decompress(self.gather_ct), self.rest, out)
+        return decompress(self.ct, out=out)
+
+    def splits_for(self, dtype: torch.dtype | None) -> bool:
+        """Whether this shard is stored split (remainder.py) when gathered as ``dtype``."""
+        return (
+            dtype == torch.bfloat16
+            and self.dtype == torch.float32
+            and self.meta.mp_storage == "remainder"
+            and isinstance(self.meta.codec, Lossless)
+        )
 
     def open(self) -> None:
         if self.dense is None:
@@ -187,21 +208,38 @@ class ShardState:
             self.parent.mark_dirty()
 
     def needs_encode(self) -> bool:
-        return self.dense is not None and self.numel > 0 and (self.dirty or self.ct is None)
+        stored = self.ct is not None or self.rest is not None
+        return self.dense is not None and self.numel > 0 and (self.dirty or not stored)
 
-    def seal(self) -> None:
+    def seal(self, gather: torch.dtype | None = None) -> None:
         """Encode (one encode, one size read) if the values changed, and release the dense buffer. Many shards at
-        once: batched.seal_states (one encode and one read for all of them)."""
+        once: batched.seal_states (one encode and one read for all of them). ``gather``: the dtype the shard is
+        gathered as, where the plan does not know it yet (its first all-gather)."""
         if self.dense is None or self.numel == 0:
             return  # empty shards (padding ranks) stay as their zero-byte dense tensor
         if self.needs_encode():
-            self.install(compress(self.dense, codec=self.meta.codec))
+            if self.splits_for(gather or self.plan.dtype):
+                hi, rest = split(self.dense)
+                batch = EncodeBatch([hi], [self.meta.codec])
+                host = read_back(torch.cat([batch.status.view(-1).to(self.device), rest.count.view(1)]))
+                if host[2] <= rest.room:
+                    self.install_split(batch.finish([host[:2]])[0], rest)
+                else:  # more exceptions than the table holds: both payloads this time
+                    self.install(compress(self.dense, codec=self.meta.codec), compress(hi, codec=self.meta.codec))
+            else:
+                self.install(compress(self.dense, codec=self.meta.codec))
         self.release()
 
     def install(self, ct: CompressedTensor, gather_ct: CompressedTensor | None = None) -> None:
         """A fresh encoding of the current dense values (and, under mixed precision, of their cast)."""
         self.ct, self.dirty = ct, False
-        self.gather_ct = gather_ct
+        self.gather_ct, self.rest = gather_ct, None
+        self.encodes += 1
+
+    def install_split(self, hi_ct: CompressedTensor, rest: Remainder) -> None:
+        """A fresh split encoding (remainder.py): the bf16 payload, which is also what travels, and the rest."""
+        self.ct, self.dirty = None, False
+        self.gather_ct, self.rest = hi_ct, rest
         self.encodes += 1
 
     def release(self) -> None:
@@ -217,8 +255,16 @@ class ShardState:
         if self.numel == 0:
             return None
         if dtype == self.dtype:
+            if self.rest is not None and self.dense is None:  # split, gathered whole: encode the fp32 values
+                self.ct = compress(self.plain(), codec=self.meta.codec)
             self.seal()
             return self.ct
+        if self.splits_for(dtype):
+            if self.rest is None:  # first all-gather under this policy: stored split from now on
+                self.open()
+                self.dirty = True
+            self.seal(gather=dtype)
+            return self.gather_ct
         if self.gather_ct is None or self.dirty:  # mixed precision: the bf16 cast travels, compressed once
             self.gather_ct = compress(self.plain().to(dtype), codec=self.meta.codec)
         return self.gather_ct
@@ -245,6 +291,7 @@ class ShardState:
         n = 0 if self.dense is None else self.dense.numel() * self.dense.element_size()
         n += self.ct.nbytes if self.ct is not None else 0
         n += self.gather_ct.nbytes if self.gather_ct is not None else 0
+        n += self.rest.nbytes if self.rest is not None else 0
         return n
 
 

@@ -1,0 +1,91 @@
+"""Mixed precision without a second payload: an fp32 shard held as its bf16 rounding plus 16 bits that restore it.
+
+Under ``MixedPrecisionPolicy(param_dtype=bf16)`` every all-gather sends the bf16 cast of the fp32 shard. Keeping
+the fp32 payload *and* the cast's payload costs two encodes per step and ~37 bits per weight resident. Instead
+the shard is held as
+
+    hi  = x.to(bf16)            torch's own cast (round to nearest even): exactly what plain FSDP2 gathers;
+                                entropy-coded, it *is* the all-gather payload
+    lo  = the low 16 bits of x  raw, 2 bytes per element
+    exceptions                  the few elements where the rule below fails, with their true high 16 bits
+
+and restored exactly by ``high16 = hi - (lo > 0x8000)``: round-to-nearest-even carries into the high half only
+when the low half is above one half, or exactly one half with an odd high half. The second case (a tie rounded
+up, ~1 element in 2^17 of trained weights) and NaNs (the cast canonicalises them) are the exceptions, kept in a
+fixed-size table found with ``nonzero_static`` -- so splitting never synchronises; the exception *count* comes
+back with the step's one host read (batched.py), and a shard with more exceptions than its table holds is stored
+the other way (its own fp32 payload plus the cast's) for that step. TransformerEngine's ``store_param_remainders``
+is the idea; this makes it lossless.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_ROOM_PER = 2048  # exception slots: one per this many elements (+16): ~16x the tie rate of random low bits
+
+
+class Remainder:
+    """The 16 bits and the exceptions that turn a shard's bf16 rounding back into its fp32 values."""
+
+    __slots__ = ("lo", "index", "upper", "count")
+
+    def __init__(self, lo: torch.Tensor, index: torch.Tensor, upper: torch.Tensor, count: torch.Tensor):
+        self.lo = lo  # int16 [numel]: the low halves
+        self.index = index  # int64 [room]: exception positions; numel (a dummy slot) where unused
+        self.upper = upper  # int16 [room]: their true high halves
+        self.count = count  # int64 scalar (device): exceptions found; > room means the table overflowed
+
+    @property
+    def room(self) -> int:
+        return self.index.numel()
+
+    @property
+    def nbytes(self) -> int:
+        return self.lo.numel() * 2 + self.index.numel() * 8 + self.upper.numel() * 2
+
+    def to(self, device: torch.device) -> Remainder:
+        return Remainder(self.lo.to(device), self.index.to(device), self.upper.to(device), self.count.to(device))
+
+
+def room_for(numel: int) -> int:
+    return numel // _ROOM_PER + 16
+
+
+def _to_int16(v: torch.Tensor) -> torch.Tensor:
+    """int32 values in [0, 65535] as the int16 with the same 16 bits (an explicit wrap, no overflow)."""
+    return (v - ((v >> 15) & 1) * 65536).to(torch.int16)
+
+
+def _high_guess(hi: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
+    """The high halves the rounding rule restores (int32 in [0, 65535])."""
+    u = hi.view(torch.int16).to(torch.int32) & 0xFFFF
+    low = lo.to(torch.int32) & 0xFFFF
+    return (u - (low > 0x8000).to(torch.int32)) & 0xFFFF
+
+
+def split(x: torch.Tensor) -> tuple[torch.Tensor, Remainder]:
+    """(x.to(bf16), the remainder) for a contiguous fp32 tensor; device ops only, nothing read back."""
+    flat = x.reshape(-1)
+    halves = flat.view(torch.int16).view(-1, 2)  # little-endian: [:, 0] low half, [:, 1] high half
+    lo = halves[:, 0].clone()
+    upper_true = halves[:, 1].to(torch.int32) & 0xFFFF
+    hi = flat.to(torch.bfloat16)
+    wrong = _high_guess(hi, lo) != upper_true
+    room = room_for(flat.numel())
+    index = torch.nonzero_static(wrong, size=room, fill_value=flat.numel()).view(-1)
+    padded = torch.cat([upper_true, upper_true.new_zeros(1)])
+    upper = _to_int16(padded[index])
+    return hi.view(x.shape), Remainder(lo, index, upper, wrong.sum())
+
+
+def join(hi: torch.Tensor, rest: Remainder, out: torch.Tensor) -> torch.Tensor:
+    """Write the fp32 values of (``hi``, ``rest``) into ``out`` (contiguous fp32 of hi's shape); returns out."""
+    n = hi.numel()
+    upper = _high_guess(hi.reshape(-1), rest.lo)
+    upper = torch.cat([upper, upper.new_zeros(1)])  # slot n: where unused exception entries point
+    upper[rest.index] = rest.upper.to(torch.int32) & 0xFFFF
+    halves = out.view(-1).view(torch.int16).view(-1, 2)
+    halves[:, 0] = rest.lo
+    halves[:, 1] = _to_int16(upper[:n])
+    return out
