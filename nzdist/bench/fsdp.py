@@ -44,6 +44,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--headroom", type=float, default=None, help="nzdist capacity headroom (default: nzdist's)")
     p.add_argument("--compress-state", action="store_true", help="also keep Adam's moments compressed")
     p.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="fp32 parameters under MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)",
+    )
+    p.add_argument(
+        "--mp-storage",
+        choices=("remainder", "cast", "both"),
+        default="both",
+        help="with --mixed-precision: how nzdist holds the fp32 shards (both: one nzdist run each)",
+    )
+    p.add_argument(
         "--reshard-after-forward",
         type=int,
         choices=(0, 1),
@@ -81,11 +92,17 @@ def main(argv: list[str] | None = None) -> int:
         worker_args.append(f"--reshard-after-forward={args.reshard_after_forward}")
     worker_args += [f"--headroom={args.headroom}"] if args.headroom is not None else []
     worker_args += ["--compress-state"] if args.compress_state else []
+    worker_args += ["--mixed-precision"] if args.mixed_precision else []
+    modes = ["plain", "nzdist"]
+    if args.mixed_precision:
+        storages = ["remainder", "cast"] if args.mp_storage == "both" else [args.mp_storage]
+        modes = ["plain", *[f"nzdist:{s}" for s in storages]]
     runs = {}
     with tempfile.TemporaryDirectory(prefix="nzdist-bench-fsdp-") as tmp:
-        for mode in ("plain", "nzdist"):
-            out = Path(tmp) / mode
+        for mode in modes:
+            out = Path(tmp) / mode.replace(":", "_")
             out.mkdir()
+            kind, _, storage = mode.partition(":")
             cmd = [
                 sys.executable,
                 "-m",
@@ -95,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
                 "-m",
                 "nzdist.bench.fsdp",
                 *worker_args,
+                *([f"--mp-storage={storage}"] if storage else []),
                 "--worker",
-                mode,
+                kind,
                 "--result-dir",
                 str(out),
             ]
@@ -108,12 +126,15 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"bench fsdp: the {mode} run failed (rc {proc.returncode})")
             runs[mode] = [json.loads(p.read_text()) for p in sorted(out.glob("rank*.json"))]
     rows = [_summarise(mode, ranks) for mode, ranks in runs.items()]
-    plain, nz = rows
-    ratio = {"mode": "nzdist/plain"}
-    for key in ("step_s", "peak_mem_mib", "param_bytes", "state_bytes", "all_gather_bytes_per_step"):
-        ratio[key] = nz[key] / plain[key] if plain[key] else float("nan")
-    ratio["final_loss"] = "equal" if nz["final_loss"] == plain["final_loss"] else "DIFFERENT"
-    rows.append(ratio)
+    plain = rows[0]
+    ratios = []
+    for nz in rows[1:]:
+        ratio = {"mode": f"{nz['mode']}/plain"}
+        for key in ("step_s", "peak_mem_mib", "param_bytes", "state_bytes", "all_gather_bytes_per_step"):
+            ratio[key] = nz[key] / plain[key] if plain[key] else float("nan")
+        ratio["final_loss"] = "equal" if nz["final_loss"] == plain["final_loss"] else "DIFFERENT"
+        ratios.append(ratio)
+    rows += ratios
     columns = [
         "mode",
         "step_s",
@@ -138,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             "nzdist.codec_stats per timed step (rank mean; host syncs count what a GPU would wait on)",
         },
     )
-    return 0 if ratio["final_loss"] == "equal" else 1
+    return 0 if all(r["final_loss"] == "equal" for r in ratios) else 1
 
 
 def _summarise(mode: str, ranks: list[dict]) -> dict:
@@ -164,10 +185,14 @@ def _rss_mib() -> float:
 def _config(args) -> ExperimentConfig:
     """This benchmark's run in the harness's schema (model shape and data are the Hugging Face model's own)."""
     rsf = None if args.reshard_after_forward is None else bool(args.reshard_after_forward)
+    mixed = args.mixed_precision
     return ExperimentConfig(
         name="bench fsdp",
         device=args.device,
-        dtype="bfloat16",
+        dtype="float32" if mixed else "bfloat16",
+        mp_param_dtype="bfloat16" if mixed else None,
+        mp_reduce_dtype="float32" if mixed else None,
+        mp_storage=args.mp_storage if args.mp_storage != "both" else "remainder",
         batch=args.batch,
         seq_len=args.seq,
         steps=args.warmup + args.steps,
@@ -196,7 +221,7 @@ def _worker(args) -> int:
     rss0 = _rss_mib()
     torch.manual_seed(0)
     model, layer_cls, vocab, loss_fn = hf_model(args.model)
-    model = model.to(device=device, dtype=torch.bfloat16)
+    model = model.to(device=device, dtype=getattr(torch, cfg.dtype))
     fsdp.shard(args.worker, model, cfg, layer_cls, mesh)
     opt = fsdp.make_optimizer(args.worker, model, cfg)
     if cuda:

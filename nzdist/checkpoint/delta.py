@@ -107,7 +107,7 @@ def decode(payload, base: torch.Tensor, out: torch.Tensor | None = None) -> torc
         ct = CompressedTensor.from_bytes(torch.frombuffer(bytearray(buf[_HEAD.size :]), dtype=torch.uint8))
         if ct.numel != numel or ct.dtype != base.dtype:
             raise ValueError("delta payload holds a tensor of another size or dtype")
-        d = decompress(ct).view(-1).view(torch.uint8).numpy().view(_UINT[width])
+        d = decompress(ct, verify=True).view(-1).view(torch.uint8).numpy().view(_UINT[width])
         result = torch.from_numpy(_bits(base) ^ d).view(base.dtype).view(base.shape)
         return result if out is None else out.copy_(result)
     planes = np.empty((numel, width), dtype=np.uint8)

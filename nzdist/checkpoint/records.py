@@ -86,8 +86,8 @@ def decode(
         if ct.dtype != dtype or ct.numel != shape.numel():
             raise ValueError(f"payload holds {tuple(ct.shape)} {ct.dtype}, expected {tuple(shape)} {dtype}")
         if out is not None and out.is_contiguous() and out.shape == ct.shape:
-            return nzcodec.decompress(ct, out=out)
-        t = nzcodec.decompress(ct).view(shape)
+            return nzcodec.decompress(ct, out=out, verify=True)  # checkpoint loads check every CRC
+        t = nzcodec.decompress(ct, verify=True).view(shape)
     elif encoding in ("q", "qd"):
         t = lossy.decode(data.numpy(), shape, dtype, ref=base if encoding == "qd" else None)
     elif encoding == "dx":

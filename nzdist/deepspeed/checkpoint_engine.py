@@ -62,7 +62,7 @@ def _pack(obj, codec):
 
 def _unpack(obj, map_location):
     if isinstance(obj, _Packed):
-        t = nzcodec.decompress(nzcodec.CompressedTensor.from_bytes(obj.payload))
+        t = nzcodec.decompress(nzcodec.CompressedTensor.from_bytes(obj.payload), verify=True)
         if map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
             t = t.to(map_location)
         return t.requires_grad_(obj.requires_grad) if obj.requires_grad else t

@@ -63,6 +63,7 @@ class ExperimentConfig:
     mantissa_bits: int = 3  # frozen_codec "lossy"
     block_size: int = 512  # frozen_codec "lossy"
     headroom: float | None = None  # None: nzdist.fsdp's default
+    mp_storage: str = "remainder"  # fp32 shards gathered as bf16: "remainder" (bf16 payload + 16 bits) | "cast"
     compress_optimizer_state: bool = True
     max_open_bytes: int = 256 << 20
     reshard_after_forward: bool | None = True  # None: torch's default
@@ -99,6 +100,7 @@ class ExperimentConfig:
         need(self.d_model % self.n_head == 0, "d_model", f"a multiple of n_head={self.n_head}")
         need(self.codec == "lossless", "codec", "'lossless' (trained weights change every step; lossy re-rounds)")
         need(self.frozen_codec in ("lossless", "lossy"), "frozen_codec", "'lossless' or 'lossy'")
+        need(self.mp_storage in ("remainder", "cast"), "mp_storage", "'remainder' or 'cast'")
         need(is_int(self.mantissa_bits) and 0 <= self.mantissa_bits <= 7, "mantissa_bits", "an integer in 0..7")
         need(is_num(self.lr) and self.lr > 0, "lr", "a number > 0")
         need(is_num(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number >= 0")

@@ -52,6 +52,7 @@ def shard(kind: str, model: torch.nn.Module, cfg: ExperimentConfig, layer_cls: t
         raise RuntimeError(f"the nzdist run needs nzdist.fsdp, which failed to import: {type(e).__name__}: {e}") from e
     if cfg.headroom is not None:
         kw["headroom"] = cfg.headroom
+    kw["mp_storage"] = cfg.mp_storage
     if cfg.frozen_codec == "lossy":
         kw["frozen_codec"] = nzdist.Lossy(
             mantissa_bits=cfg.mantissa_bits, block_size=cfg.block_size, chunk_elems=cfg.chunk_elems

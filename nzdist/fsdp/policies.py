@@ -57,7 +57,7 @@ def shard_model(model: nn.Module, policy: Callable | None = None, **fully_shard_
             f"policy must be TransformerLayerPolicy, SizePolicy or a callable (module) -> bool, got "
             f"{type(policy).__name__}; for a set of layer classes use TransformerLayerPolicy({{...}})"
         )
-    codec_keys = ("codec", "frozen_codec", "headroom", "on_overflow")
+    codec_keys = ("codec", "frozen_codec", "headroom", "on_overflow", "mp_storage")
     codec_kwargs = {k: fully_shard_kwargs[k] for k in codec_keys if k in fully_shard_kwargs}
     convert(model, **codec_kwargs)  # once, up front, so parameters tied across groups stay one object
     if policy is not None:

@@ -52,40 +52,35 @@ def room_for(numel: int) -> int:
     return numel // _ROOM_PER + 16
 
 
-def _to_int16(v: torch.Tensor) -> torch.Tensor:
-    """int32 values in [0, 65535] as the int16 with the same 16 bits (an explicit wrap, no overflow)."""
-    return (v - ((v >> 15) & 1) * 65536).to(torch.int16)
-
-
-def _high_guess(hi: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
-    """The high halves the rounding rule restores (int32 in [0, 65535])."""
-    u = hi.view(torch.int16).to(torch.int32) & 0xFFFF
-    low = lo.to(torch.int32) & 0xFFFF
-    return (u - (low > 0x8000).to(torch.int32)) & 0xFFFF
+def _high_guess(hi16: torch.Tensor, lo16: torch.Tensor) -> torch.Tensor:
+    """The high halves the rounding rule restores, as int16 bit patterns: ``hi - (lo > 0x8000)``, where lo above
+    0x8000 unsigned is a negative int16 other than -32768. In 16-bit arithmetic: the only wrap-around (hi = 0x8000
+    or 0x0000 with a carry) comes from NaNs, which are exceptions whatever the guess."""
+    carry = (lo16 < 0) & (lo16 != -32768)
+    return hi16 - carry.to(torch.int16)
 
 
 def split(x: torch.Tensor) -> tuple[torch.Tensor, Remainder]:
-    """(x.to(bf16), the remainder) for a contiguous fp32 tensor; device ops only, nothing read back."""
+    """(x.to(bf16), the remainder) for a contiguous fp32 tensor; device ops only, nothing read back. Transient
+    memory: about 8 bytes per element besides the outputs."""
     flat = x.reshape(-1)
     halves = flat.view(torch.int16).view(-1, 2)  # little-endian: [:, 0] low half, [:, 1] high half
     lo = halves[:, 0].clone()
-    upper_true = halves[:, 1].to(torch.int32) & 0xFFFF
     hi = flat.to(torch.bfloat16)
-    wrong = _high_guess(hi, lo) != upper_true
+    wrong = _high_guess(hi.view(torch.int16), lo) != halves[:, 1]
     room = room_for(flat.numel())
     index = torch.nonzero_static(wrong, size=room, fill_value=flat.numel()).view(-1)
-    padded = torch.cat([upper_true, upper_true.new_zeros(1)])
-    upper = _to_int16(padded[index])
+    upper = torch.cat([halves[:, 1], halves.new_zeros(1)])[index]  # the dummy slot for unused entries
     return hi.view(x.shape), Remainder(lo, index, upper, wrong.sum())
 
 
 def join(hi: torch.Tensor, rest: Remainder, out: torch.Tensor) -> torch.Tensor:
     """Write the fp32 values of (``hi``, ``rest``) into ``out`` (contiguous fp32 of hi's shape); returns out."""
     n = hi.numel()
-    upper = _high_guess(hi.reshape(-1), rest.lo)
-    upper = torch.cat([upper, upper.new_zeros(1)])  # slot n: where unused exception entries point
-    upper[rest.index] = rest.upper.to(torch.int32) & 0xFFFF
+    upper = torch.empty(n + 1, dtype=torch.int16, device=hi.device)  # slot n: where unused entries point
+    upper[:n] = _high_guess(hi.reshape(-1).view(torch.int16), rest.lo)
+    upper[rest.index] = rest.upper
     halves = out.view(-1).view(torch.int16).view(-1, 2)
     halves[:, 0] = rest.lo
-    halves[:, 1] = _to_int16(upper[:n])
+    halves[:, 1] = upper[:n]
     return out
