@@ -4,7 +4,7 @@ from .api import EncodeBatch, compress, decompress, decompress_batch, get_num_th
 from .config import Lossless, Lossy
 from .errors import FormatError
 from .jobs import decode_into
-from .stats import CodecStats, codec_stats, read_back
+from .stats import CodecStats, codec_stats, read_back, upload
 from .tensor import CompressedTensor
 
 __all__ = [
@@ -23,4 +23,5 @@ __all__ = [
     "codec_stats",
     "CodecStats",
     "read_back",
+    "upload",
 ]

@@ -48,6 +48,15 @@ def codec_stats(reset: bool = False) -> CodecStats:
     return snapshot
 
 
+def upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small host-built tensor (indices, a slot header) on ``device`` without waiting: through pinned memory with
+    ``non_blocking`` on a GPU (a plain ``.to(device)`` or ``torch.tensor(..., device=...)`` from pageable memory
+    synchronises the stream); unchanged on the CPU."""
+    if torch.device(device).type != "cuda":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def read_back(t: torch.Tensor) -> list:
     """``t``'s values on the host, counted as one host synchronisation (on a GPU: the stream is waited for)."""
     count(syncs=1)

@@ -145,9 +145,9 @@ class CompressedPartitions:
                 [self.codec] * len(todo),
             )
             known = [e.payload.numel() if e.at_rest and e.payload is not None else 0 for e in entries]
-            local = torch.tensor(known, dtype=torch.int64, device=device)
+            local = nzcodec.upload(torch.tensor(known, dtype=torch.int64), device)
             if todo:
-                local[torch.tensor(todo, device=device)] = batch.status[:, 0].to(device)
+                local[nzcodec.upload(torch.tensor(todo), device)] = batch.status[:, 0].to(device)
             table = exchange_sizes(local, group_of(group[0]))
             host = nzcodec.read_back(torch.cat([batch.status.view(-1).to(device), table.view(-1)]))
             status = [host[2 * j : 2 * j + 2] for j in range(len(todo))]

@@ -18,7 +18,15 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from nzdist.codec import EncodeBatch, FormatError, compress, decode_into, max_compressed_bytes, read_back
+from nzdist.codec import (
+    EncodeBatch,
+    FormatError,
+    compress,
+    decode_into,
+    max_compressed_bytes,
+    read_back,
+    upload,
+)
 from nzdist.codec.errors import describe_error_word
 
 from .slot import SLOT_HEADER_BYTES, CapacityError
@@ -176,10 +184,10 @@ def _overflow_flags(plans, states, todo, slots, status, device) -> list[tuple[li
                 if payload is not None and payload.nbytes > room:
                     known.append(j * world + rank)
         if pos:
-            over = sizes[torch.tensor(which, device=device)] > torch.tensor(caps, dtype=torch.int64, device=device)
-            flags[torch.tensor(pos, device=device)] = over.int()
+            over = sizes[upload(torch.tensor(which), device)] > upload(torch.tensor(caps, dtype=torch.int64), device)
+            flags[upload(torch.tensor(pos), device)] = over.int()
         if known:
-            flags[torch.tensor(known, device=device)] = 1
+            flags[upload(torch.tensor(known), device)] = 1
         if world > 1:
             dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=group_plans[0].group)
         out.append((group_plans, flags))

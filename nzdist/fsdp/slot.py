@@ -16,6 +16,7 @@ import struct
 import torch
 
 from nzdist import _C
+from nzdist.codec import upload
 
 SLOT_HEADER = struct.Struct("<4sB3xQ")
 SLOT_HEADER_BYTES = _C.SLOT["header_bytes"]  # 16
@@ -42,7 +43,7 @@ def write_slot(
     elif length is None:
         length = 0 if data is None else data.numel()
     header = torch.frombuffer(bytearray(SLOT_HEADER.pack(SLOT_MAGIC, kind, length)), dtype=torch.uint8)
-    slot[:SLOT_HEADER_BYTES].copy_(header)  # 16 host bytes to the device: queued, nothing read back
+    slot[:SLOT_HEADER_BYTES].copy_(upload(header, slot.device))  # 16 host bytes, queued: nothing waits
     end = SLOT_HEADER_BYTES
     if kind != KIND_OVERFLOW and data is not None and data.numel():
         end += data.numel()
