@@ -1,6 +1,14 @@
 """The nzdist codec: one compressed-float format (csrc/FORMAT.md) with a multithreaded CPU codec."""
 
-from .api import EncodeBatch, compress, decompress, decompress_batch, get_num_threads, max_compressed_bytes, set_num_threads
+from .api import (
+    EncodeBatch,
+    compress,
+    decompress,
+    decompress_batch,
+    get_num_threads,
+    max_compressed_bytes,
+    set_num_threads,
+)
 from .config import Lossless, Lossy
 from .errors import FormatError
 from .jobs import decode_into

@@ -114,7 +114,7 @@ class EncodeBatch:
         """The payloads, written into exact-size buffers. ``status``: ``self.status`` read back (nested lists)."""
         if len(status) != len(self.items):
             raise ValueError(f"status for {len(status)} payloads, the batch has {len(self.items)}")
-        for total, err in status:
+        for _total, err in status:
             _raise_encode_error(int(err))
         datas = [torch.empty(int(total), dtype=torch.uint8, device=self.device) for total, _ in status]
         if self.on_gpu:
@@ -140,12 +140,7 @@ def _check_out(ct: CompressedTensor, out: torch.Tensor) -> None:
 
 
 def decompress(
-    ct: CompressedTensor,
-    out: torch.Tensor | None = None,
-    *,
-    threads: int = 0,
-    check: bool = True,
-    verify: bool = False,
+    ct: CompressedTensor, out: torch.Tensor | None = None, *, threads: int = 0, check: bool = True, verify: bool = False
 ) -> torch.Tensor:
     """Decode ``ct`` into a new tensor (on the payload's device), or into ``out`` (same shape and dtype, any
     device or layout).

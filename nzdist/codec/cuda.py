@@ -167,7 +167,9 @@ class EncodePlan:
         block = ws[p["status_off"] : p["status_off"] + _C.ENCODE_STATUS_BYTES]
         t_off, _ = _C.ENCODE_STATUS["total"]
         e_off, _ = _C.ENCODE_STATUS["err"]
-        return torch.cat([block[t_off : t_off + 8].view(torch.int64), block[e_off : e_off + 4].view(torch.int32).long()])
+        return torch.cat(
+            [block[t_off : t_off + 8].view(torch.int64), block[e_off : e_off + 4].view(torch.int32).long()]
+        )
 
     def sizes(self) -> list[int]:
         """The one synchronisation: every payload's size and error bits (api.h: the status block)."""
@@ -357,7 +359,13 @@ def launch_jobs(
     dev_table = table.pin_memory().to(device, non_blocking=True)
     with torch.cuda.device(device):
         _ext.decode_batch(
-            dev_table.data_ptr(), n_jobs, total_items, max_fields, bool(verify), _stream(device), _variant_index(variant)
+            dev_table.data_ptr(),
+            n_jobs,
+            total_items,
+            max_fields,
+            bool(verify),
+            _stream(device),
+            _variant_index(variant),
         )
     return dev_table
 

@@ -5,6 +5,8 @@
 Importing this package does not import DeepSpeed; ``initialize`` does.
 """
 
+import torch
+
 from .config import NeuzipConfig, NeuzipConfigError, parse
 from .initialize import initialize, patch_deepspeed
 
@@ -13,9 +15,33 @@ from .initialize import initialize, patch_deepspeed
 SUPPORTED_DEEPSPEED = ">=0.19,<0.20"
 
 
-def memory_report(engine) -> dict:
-    """Bytes of the engine's compressed parameters on this rank: ``nzdist.deepspeed.memory_report(engine)``."""
-    return engine.neuzip.memory_report()
+class MemoryReport(dict):
+    """``nzdist.memory_report(engine)``: the partitions' bytes (partitions.py) and the optimizer state's, with
+    ``as_dict()`` like the FSDP report. ``host_*``: what lives in host memory (``offload_param`` /
+    ``offload_optimizer`` to ``cpu``, or a CPU accelerator). DeepSpeed's optimizer state is not compressed, so
+    ``host_optim_bytes`` equals ``host_optim_dense_bytes``."""
+
+    def as_dict(self) -> dict:
+        return dict(self)
+
+
+def memory_report(engine) -> MemoryReport:
+    """Bytes of the engine's compressed parameters (and its optimizer state) on this rank:
+    ``nzdist.deepspeed.memory_report(engine).as_dict()``."""
+    report = MemoryReport(engine.neuzip.memory_report())
+    host = 0
+    opt = getattr(engine, "optimizer", None)
+    tensors = list(getattr(opt, "fp32_partitioned_groups_flat", None) or [])
+    inner = getattr(opt, "optimizer", None)
+    for state in getattr(inner, "state", {}).values():
+        tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
+    seen = set()
+    for t in tensors:
+        if id(t) not in seen and t.device.type == "cpu":
+            seen.add(id(t))
+            host += t.numel() * t.element_size()
+    report["host_optim_bytes"] = report["host_optim_dense_bytes"] = host
+    return report
 
 
 __all__ = [
@@ -25,5 +51,6 @@ __all__ = [
     "NeuzipConfigError",
     "parse",
     "memory_report",
+    "MemoryReport",
     "SUPPORTED_DEEPSPEED",
 ]

@@ -15,7 +15,7 @@ from deepspeed.accelerator import get_accelerator
 from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
 
 import nzdist.codec as nzcodec
-from nzdist.accounting import record_all_gather
+from nzdist.accounting import record_all_gather, record_h2d
 
 from .partitions import CompressedPartitions, group_of, group_size, partition_numel, rank_in_group, valid_numel
 
@@ -84,7 +84,9 @@ def all_gather_compressed(params: list, partitions: CompressedPartitions) -> Com
     send.zero_()  # capacity slack past a short payload is sent too; keep it deterministic
     for p, off in zip(params, offsets):
         payload = partitions.payload(p)
-        send.narrow(0, off, payload.numel()).copy_(payload)
+        if payload.device.type == "cpu" and send.device.type != "cpu":  # offload_param: what crosses PCIe
+            record_h2d(payload.numel(), valid_numel(p, rank) * p.ds_tensor.element_size())
+        send.narrow(0, off, payload.numel()).copy_(payload, non_blocking=True)
     for p in params:
         p.ds_status = ZeroParamStatus.INFLIGHT
     work = dist.allgather_fn(recv, send, group=group, async_op=True)

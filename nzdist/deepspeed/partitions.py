@@ -250,16 +250,20 @@ class CompressedPartitions:
         """Bytes this rank holds for the managed partitions. ``partition_bytes``: their dense size;
         ``payload_bytes``: all compressed copies; ``released_bytes``: dense partitions dropped at rest, whose
         only copy is ``at_rest_payload_bytes`` of payload; ``resident_bytes``: what is held now (dense + payload)."""
-        dense = payload = released = at_rest_payload = 0
+        dense = payload = released = at_rest_payload = host = host_dense = 0
         for p in self.params:
             e = self._entries[p.ds_id]
             nbytes = partition_numel(p) * p.ds_tensor.element_size()
             size = e.payload.numel() if e.payload is not None else 0
             dense += nbytes
             payload += size
+            held_dense = 0 if p.ds_tensor.numel() == 0 else nbytes
             if p.ds_tensor.numel() == 0:  # released (frozen at rest, or the trainable flat buffer freed)
                 released += nbytes
                 at_rest_payload += size
+            if p.ds_tensor.device.type == "cpu":  # offload_param cpu, or a CPU accelerator
+                host += held_dense + (size if e.payload is not None and e.payload.device.type == "cpu" else 0)
+                host_dense += nbytes
         return {
             "params": len(self.params),
             "partition_bytes": dense,
@@ -269,4 +273,6 @@ class CompressedPartitions:
             "resident_bytes": dense - released + payload,
             "trainable_at_rest": self.flat is not None,
             "trainable_at_rest_unsupported": self.flat_unsupported,
+            "host_param_bytes": host,
+            "host_param_dense_bytes": host_dense,
         }

@@ -75,7 +75,7 @@ def train_deepspeed(
         if save_dir is not None and save_at is not None and step + 1 == save_at:
             engine.save_checkpoint(save_dir, tag=f"step{save_at}")
     comm = nzdist.comm_stats(reset=True).as_dict()
-    memory = engine.neuzip.memory_report() if hasattr(engine, "neuzip") else None
+    memory = nzdist.memory_report(engine).as_dict() if hasattr(engine, "neuzip") else None
     ckpt_engine = type(engine.checkpoint_engine)
     engine.destroy()
     return {

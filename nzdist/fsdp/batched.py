@@ -18,19 +18,11 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from nzdist.codec import (
-    EncodeBatch,
-    FormatError,
-    compress,
-    decode_into,
-    max_compressed_bytes,
-    read_back,
-    upload,
-)
+from nzdist.codec import EncodeBatch, FormatError, compress, decode_into, max_compressed_bytes, read_back, upload
 from nzdist.codec.errors import describe_error_word
 
-from .slot import SLOT_HEADER_BYTES, CapacityError
 from .remainder import join, split
+from .slot import SLOT_HEADER_BYTES, CapacityError
 from .state import ShardState
 
 
@@ -55,8 +47,7 @@ def open_states(states: list[ShardState]) -> Opened:
     errors = torch.zeros(len(todo), dtype=torch.int32, device=device)
     # A split shard (remainder.py) decodes its bf16 half, then joins the remainder on the device.
     outs = [
-        torch.empty(st.shape, dtype=torch.bfloat16 if st.rest is not None else st.dtype, device=device)
-        for st in todo
+        torch.empty(st.shape, dtype=torch.bfloat16 if st.rest is not None else st.dtype, device=device) for st in todo
     ]
     payloads = [st.gather_ct if st.rest is not None else st.ct for st in todo]
     decode_into([p.data for p in payloads], outs, errors, slots=False, grains=[p.chunk_elems for p in payloads])

@@ -10,9 +10,9 @@ from torch.distributed.tensor import DTensor
 
 from nzdist.codec import Lossless, Lossy
 
+from .batched import seal_states
 from .capacity import DEFAULT_HEADROOM
 from .param import CompressedShard
-from .batched import seal_states
 from .state import SUPPORTED_DTYPES, ShardMeta
 
 _HOOKED = "_nzdist_state_dict_hooked"

@@ -21,6 +21,11 @@ class MemoryReport:
     dense_params: int = 0  # parameters nzdist does not manage (left dense)
     state_bytes: int = 0  # optimizer state resident now
     state_dense_bytes: int = 0
+    # The same, for what lives in host memory (CPU tensors: offloaded shards and their optimizer step's state)
+    host_param_bytes: int = 0
+    host_param_dense_bytes: int = 0
+    host_optim_bytes: int = 0
+    host_optim_dense_bytes: int = 0
 
     @property
     def param_ratio(self) -> float:
@@ -60,15 +65,20 @@ def memory_report(model: nn.Module, optimizer=None) -> MemoryReport:
             continue
         seen.add(id(local))
         n = local.numel()
+        dense = n * local.element_size()
         r.param_numel += n
-        r.param_dense_bytes += n * local.element_size()
+        r.param_dense_bytes += dense
         r.param_dense_bf16_bytes += n * 2
         if isinstance(local, CompressedShard):
-            r.param_bytes += local.resident_bytes()
+            held = local.resident_bytes()
             r.compressed_params += 1
         else:
-            r.param_bytes += n * local.element_size()
+            held = dense
             r.dense_params += 1
+        r.param_bytes += held
+        if local.device.type == "cpu":
+            r.host_param_bytes += held
+            r.host_param_dense_bytes += dense
     if optimizer is not None:
         for state in optimizer.state.values():
             for value in state.values():
@@ -76,6 +86,10 @@ def memory_report(model: nn.Module, optimizer=None) -> MemoryReport:
                     continue
                 local = _local(value)
                 dense = local.numel() * local.element_size()
+                held = local.resident_bytes() if isinstance(local, CompressedShard) else dense
                 r.state_dense_bytes += dense
-                r.state_bytes += local.resident_bytes() if isinstance(local, CompressedShard) else dense
+                r.state_bytes += held
+                if local.device.type == "cpu":
+                    r.host_optim_bytes += held
+                    r.host_optim_dense_bytes += dense
     return r

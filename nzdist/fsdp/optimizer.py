@@ -21,9 +21,9 @@ from torch.distributed.tensor import DTensor
 
 from nzdist.codec import Lossless, Lossy
 
+from .batched import open_states, seal_states
 from .check import check
 from .param import CompressedShard
-from .batched import open_states, seal_states
 from .state import SUPPORTED_DTYPES, ShardMeta
 
 

@@ -200,12 +200,20 @@ class CompressedShard(torch.Tensor):
             if device == src.device:
                 return CompressedShard(src._state, src.shape)
             return CompressedShard(ShardState.moved(src._state, device), src.shape)
+        if func is aten.is_pinned.default and isinstance(args[0], CompressedShard):
+            st = args[0]._state
+            return st.pinned or (st.dense is not None and st.dense.is_pinned())
+        if func is aten._pin_memory.default and isinstance(args[0], CompressedShard) and args[0].is_sealed:
+            # FSDP pins offloaded shards: pin the payloads, decode nothing
+            return CompressedShard(ShardState.pinned_copy(args[0]._state), args[0].shape)
         if func in _FACTORY_OPS or func in _COPY_OPS:
             src = args[0]
             plain_src = torch.empty(0, dtype=src.dtype, device=src.device) if func in _FACTORY_OPS else src.dense()
             out = func(plain_src, *args[1:], **kwargs)
             if out.dtype in SUPPORTED_DTYPES:
-                return CompressedShard(ShardState.derived(src._state, out), out.shape, out.stride())
+                st = ShardState.derived(src._state, out)
+                st.pinned = func is aten._pin_memory.default  # an open shard pinned: its payloads will be too
+                return CompressedShard(st, out.shape, out.stride())
             return out
 
         mutated = _mutated_shards(func, args, kwargs)

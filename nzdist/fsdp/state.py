@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nzdist.accounting import record_h2d
 from nzdist.codec import CompressedTensor, EncodeBatch, Lossless, compress, decompress, read_back
 
 from .capacity import DEFAULT_HEADROOM
@@ -115,6 +116,7 @@ class ShardState:
         "encodes",
         "detached",
         "parent",
+        "pinned",
         "_identity",
     )
 
@@ -131,6 +133,7 @@ class ShardState:
         self.encodes = 0  # resident (re-)encodings so far (frozen parameters: exactly one)
         self.detached = False  # a part-view of a *sealed* shard: a decoded copy, so writes to it would be lost
         self.parent: ShardState | None = None  # for a part-view of an open shard: writes make the parent dirty too
+        self.pinned = False  # host payloads in page-locked memory (FSDP's CPUOffloadPolicy(pin_memory=True))
         self._identity: torch.Tensor | None = None
 
     @property
@@ -171,7 +174,27 @@ class ShardState:
         st.ct = None if src.ct is None else _moved(src.ct, device)
         st.gather_ct = None if src.gather_ct is None else _moved(src.gather_ct, device)
         st.rest = None if src.rest is None else src.rest.to(device)
+        if src.device.type == "cpu" and torch.device(device).type != "cpu":  # offload: what crosses PCIe
+            record_h2d(st.resident_bytes(), src.numel * src.dtype.itemsize)
         return st
+
+    @classmethod
+    def pinned_copy(cls, src: ShardState) -> ShardState:
+        """``src`` with its payloads in page-locked host memory (FSDP pins offloaded shards): the host -> device
+        copy before each all-gather then runs asynchronously, and moves compressed bytes. Nothing is decoded."""
+        st = cls.moved(src, torch.device("cpu"))
+        st.pinned = True
+        st._pin_payloads()
+        return st
+
+    def _pin_payloads(self) -> None:
+        for ct in (self.ct, self.gather_ct):
+            if ct is not None and not ct.data.is_pinned():
+                ct.data = ct.data.pin_memory()
+        if self.rest is not None:
+            self.rest = Remainder(
+                *(t.pin_memory() for t in (self.rest.lo, self.rest.index, self.rest.upper)), self.rest.count
+            )
 
     @property
     def numel(self) -> int:
@@ -235,12 +258,16 @@ class ShardState:
         self.ct, self.dirty = ct, False
         self.gather_ct, self.rest = gather_ct, None
         self.encodes += 1
+        if self.pinned:
+            self._pin_payloads()
 
     def install_split(self, hi_ct: CompressedTensor, rest: Remainder) -> None:
         """A fresh split encoding (remainder.py): the bf16 payload, which is also what travels, and the rest."""
         self.ct, self.dirty = None, False
         self.gather_ct, self.rest = hi_ct, rest
         self.encodes += 1
+        if self.pinned:
+            self._pin_payloads()
 
     def release(self) -> None:
         if self.dense is None or self.numel == 0:

@@ -82,7 +82,9 @@ def test_gpu_decode_grain_is_each_payloads_chunk_size(monkeypatch):
     monkeypatch.setattr(api._gpu, "available", lambda: True)
     monkeypatch.setattr(api, "_is_plain", lambda t: True)  # the stand-ins are decoded into directly
     monkeypatch.setattr(
-        api._gpu, "decompress_batch", lambda payloads, outs, chunk_elems, check, **kw: seen.update(grains=list(chunk_elems))
+        api._gpu,
+        "decompress_batch",
+        lambda payloads, outs, chunk_elems, check, **kw: seen.update(grains=list(chunk_elems)),
     )
     small = nzdist.compress(cases.weights(5000, torch.bfloat16), codec=nzdist.Lossless(chunk_elems=1024))
     raw = nzdist.compress(cases.all_patterns(torch.bfloat16), codec=nzdist.Lossless(chunk_elems=4096))

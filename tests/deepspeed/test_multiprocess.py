@@ -162,6 +162,10 @@ def test_partitions_compressed_at_rest(torchrun_ranks):
         assert mem["trainable_at_rest"] and mem["trainable_at_rest_unsupported"] is None
         assert mem["released_bytes"] == mem["partition_bytes"]  # every compressed partition exists only as payload
         assert 0 < mem["at_rest_payload_bytes"] < 0.75 * mem["released_bytes"]
+        # nzdist.memory_report(engine): on the CPU accelerator every byte is host memory
+        assert mem["host_param_dense_bytes"] == mem["partition_bytes"]
+        assert mem["host_param_bytes"] == mem["resident_bytes"] < mem["host_param_dense_bytes"]
+        assert mem["host_optim_bytes"] == mem["host_optim_dense_bytes"] > 0  # fp32 master + Adam moments, dense
         _assert_compressed(at_rest)
 
 

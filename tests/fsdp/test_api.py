@@ -97,6 +97,10 @@ def test_compressed_optimizer_matches_plain_adamw(max_open_bytes, compress_state
         assert any(isinstance(v, nzfsdp.CompressedShard) for st in opt.state.values() for v in st.values())
         report = nzfsdp.memory_report(net, opt)
         assert report.state_bytes < report.state_dense_bytes
+        # on the CPU all of it is host memory: the host_* fields offload reports (nzdist.memory_report) agree
+        d = nzdist.memory_report(net, opt).as_dict()
+        assert (d["host_param_bytes"], d["host_param_dense_bytes"]) == (d["param_bytes"], d["param_dense_bytes"])
+        assert (d["host_optim_bytes"], d["host_optim_dense_bytes"]) == (d["state_bytes"], d["state_dense_bytes"])
     dense_state = opt.state_dict()["state"]
     ref_state = opt_ref.state_dict()["state"]
     for i, st in dense_state.items():

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import nzdist
-from nzdist.fsdp.capacity import capacity_for
-from nzdist.fsdp.param import CompressedShard
 from nzdist.codec import decode_into
 from nzdist.fsdp import check
+from nzdist.fsdp.capacity import capacity_for
+from nzdist.fsdp.param import CompressedShard
 from nzdist.fsdp.slot import KIND_OVERFLOW, KIND_RAW, SLOT_HEADER_BYTES, CapacityError, write_slot
 from nzdist.fsdp.state import ShardMeta
 
@@ -177,7 +177,10 @@ def test_the_codec_checks_slot_headers():
     write_slot(wrong_raw, KIND_RAW, torch.zeros(10, dtype=torch.uint8))
     errors.zero_()
     decode_into([wrong_raw, good], [torch.empty_like(w), torch.empty(4, 16, dtype=torch.bfloat16)], errors, slots=True)
-    assert errors.tolist()[:2] == [bits["mismatch"], bits["mismatch"]]  # raw of the wrong size; a payload of another element count
+    assert errors.tolist()[:2] == [
+        bits["mismatch"],
+        bits["mismatch"],
+    ]  # raw of the wrong size; a payload of another element count
 
 
 def test_capacity_policy():

@@ -19,7 +19,9 @@ def _patterns() -> torch.Tensor:
     b[4096:8192] |= 0xFFFF  # rounds up
     ties = torch.arange(8192, 8192 + 64)
     b[ties] = (b[ties] & ~0xFFFF) | 0x8000  # ties, odd and even high halves
-    for i, v in enumerate([0x7FC12345, -1, 0x7F7FFFFF, 0x7F800000, -8388608, 0x00008000, 0x7FFF8000, 0x80008001 - 2**32]):
+    for i, v in enumerate(
+        [0x7FC12345, -1, 0x7F7FFFFF, 0x7F800000, -8388608, 0x00008000, 0x7FFF8000, 0x80008001 - 2**32]
+    ):
         b[9000 + i] = v  # NaNs, the largest finite (rounds to inf), +-inf, subnormal tie, NaN tie, -0 + ulp
     return x
 

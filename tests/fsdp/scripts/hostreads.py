@@ -12,11 +12,12 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from common import TinyGPT, batches, emit, init, mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy
 
 import nzdist
 import nzdist.fsdp as nzfsdp
+
+from common import TinyGPT, batches, emit, init, mesh
 from support import HostReads, end_worker
 
 
@@ -71,7 +72,11 @@ def measure(rank: int, layers: int, mixed: bool) -> dict:
 
 def main(argv):
     rank, _ = init()
-    cases = {f"{'mp' if mixed else 'bf16'}_{layers}": measure(rank, layers, mixed) for mixed in (False, True) for layers in (2, 6)}
+    cases = {
+        f"{'mp' if mixed else 'bf16'}_{layers}": measure(rank, layers, mixed)
+        for mixed in (False, True)
+        for layers in (2, 6)
+    }
     emit({"cases": cases})
     return 0
 
