@@ -69,11 +69,10 @@ void add_constants(py::module_& m) {
   }
   using nz::gpu::DecodeJob;
   using nz::gpu::EncodeStatus;
-  const std::pair<const char*, py::tuple> job[] = {NZ_FIELD(DecodeJob, src),        NZ_FIELD(DecodeJob, src_len),
-                                                   NZ_FIELD(DecodeJob, dst),        NZ_FIELD(DecodeJob, numel),
-                                                   NZ_FIELD(DecodeJob, first_item), NZ_FIELD(DecodeJob, grain),
-                                                   NZ_FIELD(DecodeJob, dtype),      NZ_FIELD(DecodeJob, err),
-                                                   NZ_FIELD(DecodeJob, flags)};
+  const std::pair<const char*, py::tuple> job[] = {
+      NZ_FIELD(DecodeJob, src),   NZ_FIELD(DecodeJob, src_len),    NZ_FIELD(DecodeJob, dst),
+      NZ_FIELD(DecodeJob, numel), NZ_FIELD(DecodeJob, first_item), NZ_FIELD(DecodeJob, grain),
+      NZ_FIELD(DecodeJob, dtype), NZ_FIELD(DecodeJob, err),        NZ_FIELD(DecodeJob, flags)};
   const std::pair<const char*, py::tuple> status[] = {
       NZ_FIELD(EncodeStatus, total),       NZ_FIELD(EncodeStatus, header_bytes), NZ_FIELD(EncodeStatus, norm_bytes),
       NZ_FIELD(EncodeStatus, index_bytes), NZ_FIELD(EncodeStatus, mode),         NZ_FIELD(EncodeStatus, err),

@@ -212,17 +212,17 @@ NZ_HD SectionCheck check_sections(const HeaderFields& h, Sections& sec) {
 // ---- the GPU's error bits, OR-ed into a payload's device error word (nonzero = the payload is not what it claims
 // to be). Here rather than in csrc/cuda so that nzdist._C, always built, can name them to Python.
 enum Err : uint32_t {
-  kErrHeader = 1,      // header malformed (magic, version, sizes, flags, shape)
-  kErrMismatch = 2,    // header's dtype / numel differ from what the caller said the payload holds
-  kErrIndex = 4,       // normaliser section or chunk index out of bounds / inconsistent
-  kErrChunk = 8,       // chunk header or layout inconsistent
-  kErrTable = 16,      // bad frequency table
-  kErrStream = 32,     // entropy-coded stream does not end where it should (corrupted words or states)
-  kErrNorm = 64,       // block normaliser outside [1, 2)
-  kErrCrc = 128,       // checksum mismatch (only checked when verifying)
-  kErrNanLossy = 256,  // encode: NaN input with Lossy(mantissa_bits=0)
-  kErrSlot = 512,      // all-gather slot header malformed (magic, kind, length beyond the slot)
-  kErrOverflow = 1024, // slot marked overflow although the host expected data (ranks disagree on who spilled)
+  kErrHeader = 1,       // header malformed (magic, version, sizes, flags, shape)
+  kErrMismatch = 2,     // header's dtype / numel differ from what the caller said the payload holds
+  kErrIndex = 4,        // normaliser section or chunk index out of bounds / inconsistent
+  kErrChunk = 8,        // chunk header or layout inconsistent
+  kErrTable = 16,       // bad frequency table
+  kErrStream = 32,      // entropy-coded stream does not end where it should (corrupted words or states)
+  kErrNorm = 64,        // block normaliser outside [1, 2)
+  kErrCrc = 128,        // checksum mismatch (only checked when verifying)
+  kErrNanLossy = 256,   // encode: NaN input with Lossy(mantissa_bits=0)
+  kErrSlot = 512,       // all-gather slot header malformed (magic, kind, length beyond the slot)
+  kErrOverflow = 1024,  // slot marked overflow although the host expected data (ranks disagree on who spilled)
 };
 
 // ---- all-gather slots ------------------------------------------------------------------------------------------

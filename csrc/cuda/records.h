@@ -10,10 +10,10 @@ namespace nz {
 namespace gpu {
 
 // One payload (or all-gather slot) of a batch, as the host describes it (64 bytes). The CPU codec reads the same
-// records with host addresses (nzdist._C.decode_jobs), so the host glue is one for both. The host knows numel and dtype of every
-// destination; the payload must agree or the item reports kErrMismatch. Work item i of a payload covers elements
-// [i*grain, (i+1)*grain): it decodes the chunks that start in that range (grain = the payload's chunk_elems gives
-// one chunk per item; any grain is correct, a wrong guess only costs speed).
+// records with host addresses (nzdist._C.decode_jobs), so the host glue is one for both. The host knows numel and dtype
+// of every destination; the payload must agree or the item reports kErrMismatch. Work item i of a payload covers
+// elements [i*grain, (i+1)*grain): it decodes the chunks that start in that range (grain = the payload's chunk_elems
+// gives one chunk per item; any grain is correct, a wrong guess only costs speed).
 struct DecodeJob {
   uint64_t src;      // payload (device address, 16-byte aligned)
   uint64_t src_len;  // bytes readable at src (payloads may be followed by padding or the next payload)
