@@ -99,6 +99,7 @@ quick 600 nzdist bench codec --quick --out bench
 quick 600 nzdist bench fsdp --steps 1 --warmup 1 --batch 2 --seq 32 --nproc 2 --out bench
 quick 600 nzdist bench deepspeed --steps 1 --warmup 1 --d-model 64 --layers 1 --out bench
 quick 600 nzdist bench ckpt --quick --out bench
+quick 600 nzdist bench offload --steps 1 --warmup 1 --batch 2 --seq 32 --nproc 2 --out bench
 step "a checkpoint and a delta against it, for nzdist ckpt (MiniLM's weights, then a changed copy)"
 python - "$minilm" <<'PYEOF'
 import sys

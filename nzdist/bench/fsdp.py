@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="default: torch's (every group but the root reshards after forward)",
     )
+    p.add_argument(
+        "--offload", action="store_true", help="CPUOffloadPolicy for both runs (nzdist bench offload reports it)"
+    )
     p.add_argument("--timeout", type=int, default=900, help="seconds per torchrun launch")
     p.add_argument("--out", "--out-dir", dest="out_dir", default="bench_results")
     p.add_argument("--worker", choices=("plain", "nzdist"), help=argparse.SUPPRESS)
@@ -72,14 +75,10 @@ CODEC_COLUMNS = ("decode_calls_per_step", "encode_calls_per_step", "host_syncs_p
 
 
 # -- launcher -----------------------------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.worker:
-        return _worker(args)
+def launch(args) -> dict[str, list[dict]]:
+    """One torchrun per mode (plain, then nzdist -- or each nzdist mp_storage); every rank's record per mode."""
     if args.nproc < 1 or args.steps < 1:
         raise SystemExit("--nproc and --steps must be >= 1")
-    from nzdist.bench.common import report
-
     worker_args = [
         f"--model={args.model}",
         f"--steps={args.steps}",
@@ -93,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     worker_args += [f"--headroom={args.headroom}"] if args.headroom is not None else []
     worker_args += ["--compress-state"] if args.compress_state else []
     worker_args += ["--mixed-precision"] if args.mixed_precision else []
+    worker_args += ["--offload"] if args.offload else []
     modes = ["plain", "nzdist"]
     if args.mixed_precision:
         storages = ["remainder", "cast"] if args.mp_storage == "both" else [args.mp_storage]
@@ -119,12 +119,22 @@ def main(argv: list[str] | None = None) -> int:
                 str(out),
             ]
             env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-            print(f"[bench fsdp] {mode}: {' '.join(cmd[2:])}", flush=True)
+            print(f"[bench] {mode}: {' '.join(cmd[2:])}", flush=True)
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
             if proc.returncode != 0:
                 sys.stderr.write(proc.stderr[-6000:])
-                raise SystemExit(f"bench fsdp: the {mode} run failed (rc {proc.returncode})")
+                raise SystemExit(f"bench: the {mode} run failed (rc {proc.returncode})")
             runs[mode] = [json.loads(p.read_text()) for p in sorted(out.glob("rank*.json"))]
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.worker:
+        return _worker(args)
+    from nzdist.bench.common import report
+
+    runs = launch(args)
     rows = [_summarise(mode, ranks) for mode, ranks in runs.items()]
     plain = rows[0]
     ratios = []
@@ -201,6 +211,7 @@ def _config(args) -> ExperimentConfig:
         headroom=args.headroom,
         compress_optimizer_state=args.compress_state,
         reshard_after_forward=rsf,
+        cpu_offload=args.offload,
     )
 
 
@@ -230,9 +241,14 @@ def _worker(args) -> int:
     nzdist.comm_stats(reset=True)
     peak_rss = _rss_mib()
 
+    host_per_step = []
+
     def after_step(step: int, _loss: float) -> None:
         nonlocal peak_rss
         peak_rss = max(peak_rss, _rss_mib())
+        if args.offload:  # how host memory moves as training goes on
+            report = nzdist.memory_report(model, opt).as_dict()
+            host_per_step.append({k: v for k, v in report.items() if k.startswith("host_")})
         if step == args.warmup - 1:
             nzdist.comm_stats(reset=True)  # all-gathers and codec work are counted over the timed steps only
             nzdist.codec_stats(reset=True)
@@ -270,6 +286,9 @@ def _worker(args) -> int:
         "state_bytes": mem.state_bytes,
         "all_gather_bytes_per_step": ag,
         **{f"{k}_per_step": v for k, v in codec.items()},
+        "h2d_bytes_per_step": comm.h2d_bytes / args.steps,
+        "h2d_dense_bytes_per_step": comm.h2d_dense_bytes / args.steps,
+        "host_per_step": host_per_step,
         "nzdist_dense_equivalent_per_step": comm.dense_bytes / args.steps if comm.all_gathers else None,
     }
     Path(args.result_dir, f"rank{rank}.json").write_text(json.dumps(out))

@@ -8,7 +8,7 @@ import importlib
 import sys
 
 # `nzdist bench NAME` runs nzdist.bench.NAME.main(argv); each module owns its flags.
-BENCHES = ("codec", "gpu", "fsdp", "deepspeed", "ckpt")
+BENCHES = ("codec", "gpu", "fsdp", "deepspeed", "ckpt", "offload")
 
 
 def main(argv: list[str] | None = None) -> int:

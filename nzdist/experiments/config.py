@@ -67,6 +67,7 @@ class ExperimentConfig:
     compress_optimizer_state: bool = True
     max_open_bytes: int = 256 << 20
     reshard_after_forward: bool | None = True  # None: torch's default
+    cpu_offload: bool = False  # FSDP2 CPUOffloadPolicy: shards, gradients and the optimizer step on the host
     threads_per_rank: int = 0  # 0: the machine's cores divided among the ranks on this node
 
     def __post_init__(self) -> None:
@@ -101,6 +102,7 @@ class ExperimentConfig:
         need(self.codec == "lossless", "codec", "'lossless' (trained weights change every step; lossy re-rounds)")
         need(self.frozen_codec in ("lossless", "lossy"), "frozen_codec", "'lossless' or 'lossy'")
         need(self.mp_storage in ("remainder", "cast"), "mp_storage", "'remainder' or 'cast'")
+        need(isinstance(self.cpu_offload, bool), "cpu_offload", "true or false")
         need(is_int(self.mantissa_bits) and 0 <= self.mantissa_bits <= 7, "mantissa_bits", "an integer in 0..7")
         need(is_num(self.lr) and self.lr > 0, "lr", "a number > 0")
         need(is_num(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number >= 0")

@@ -32,6 +32,11 @@ def shard(kind: str, model: torch.nn.Module, cfg: ExperimentConfig, layer_cls: t
     from torch.distributed.fsdp import fully_shard as torch_fully_shard
 
     kw = {} if mesh is None else {"mesh": mesh}
+    if cfg.cpu_offload:
+        from torch.distributed.fsdp import CPUOffloadPolicy
+
+        # Pinned host memory only where there is a device to copy to (pinning needs CUDA).
+        kw["offload_policy"] = CPUOffloadPolicy(pin_memory=torch.cuda.is_available())
     if cfg.reshard_after_forward is not None:
         kw["reshard_after_forward"] = cfg.reshard_after_forward
     if cfg.mp_param_dtype is not None or cfg.mp_reduce_dtype is not None:

@@ -83,19 +83,24 @@ def check_features(c: dict) -> None:
     assert lora["trains"], f"LoRA loss did not fall: {lora['losses']}"
     assert lora["frozen_encoded_once"] and lora["trainable_encodes"] == [21]  # 1 at sharding + 1 per step
     assert lora["base_changed_by_lossy"] and lora["lossy_within_bound"]
-    sd = c["state_dict"]
-    for key in (
-        "model_sd_dense",
-        "optim_sd_dense",
-        "model_sd_equal_plain",
-        "optim_sd_equal_plain",
-        "state_compressed_between_steps",
-        "sealed_after_load",
-        "resumed_losses_equal",
-        "plain_load_ok",
-    ):
-        assert sd[key], key
-    assert sd["resumed_params_differ"] == [] and sd["state_ratio"] < 1.0
+    for case in ("state_dict", "state_dict_offload"):  # DCP save/load, also under CPUOffloadPolicy
+        sd = c[case]
+        for key in (
+            "model_sd_dense",
+            "optim_sd_dense",
+            "model_sd_equal_plain",
+            "optim_sd_equal_plain",
+            "state_compressed_between_steps",
+            "sealed_after_load",
+            "resumed_losses_equal",
+            "plain_load_ok",
+        ):
+            assert sd[key], f"{case}: {key}"
+        assert sd["resumed_params_differ"] == [] and sd["state_ratio"] < 1.0, case
+    host, plain = c["state_dict_offload"]["host"], c["state_dict_offload"]["plain_host"]
+    assert host["host_param_dense_bytes"] == plain["host_param_dense_bytes"] == plain["host_param_bytes"] > 0
+    assert host["host_param_bytes"] < 0.8 * plain["host_param_bytes"]  # offloaded shards held compressed
+    assert host["host_optim_bytes"] < plain["host_optim_bytes"] == host["host_optim_dense_bytes"]
     assert c["policies"]["ok"], c["policies"]
     err = c["errors"]
     assert err["overflow_spill"]["equal_to_plain"] and err["overflow_spill"]["all_ranks"]

@@ -22,6 +22,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 from torch.distributed.fsdp import FSDPModule
+from torch.distributed.fsdp import CPUOffloadPolicy
 from torch.distributed.fsdp import fully_shard as torch_fully_shard
 from torch.distributed.tensor import DTensor
 
@@ -44,10 +45,10 @@ def nz_shard(model, **kw):
     return nzfsdp.shard_model(model, policy=nzfsdp.TransformerLayerPolicy({Block}), mesh=mesh(), **kw)
 
 
-def plain_shard(model):
+def plain_shard(model, **kw):
     for blk in model.blocks:
-        torch_fully_shard(blk, mesh=mesh())
-    return torch_fully_shard(model, mesh=mesh())
+        torch_fully_shard(blk, mesh=mesh(), **kw)
+    return torch_fully_shard(model, mesh=mesh(), **kw)
 
 
 # -- LoRA: frozen base stored lossy, adapters trained ---------------------------------------------------------
@@ -98,12 +99,15 @@ def case_lora(rank):
 
 
 # -- state dicts: dense out, compressed in --------------------------------------------------------------------
-def case_state_dict(rank):
+def case_state_dict(rank, offload: bool = False):
+    """5 AdamW steps, a DCP save, a load into a fresh model, 5 more steps: against plain FSDP2 bit for bit. With
+    ``offload``: both under CPUOffloadPolicy, and the host-memory accounting of memory_report."""
+    kw = {"offload_policy": CPUOffloadPolicy(pin_memory=False)} if offload else {}
     torch.manual_seed(0)
     base = TinyGPT().to(torch.bfloat16)
     plain, nzm = copy.deepcopy(base), copy.deepcopy(base)
-    plain_shard(plain)
-    nz_shard(nzm)
+    plain_shard(plain, **kw)
+    nz_shard(nzm, **kw)
     opt_p = torch.optim.AdamW(plain.parameters(), lr=1e-2)
     opt_n = nzfsdp.CompressedOptimizer(torch.optim.AdamW(nzm.parameters(), lr=1e-2), compress_state=True)
     data = list(batches(rank, 10))
@@ -111,6 +115,7 @@ def case_state_dict(rank):
         step(plain, opt_p, x, y)
         step(nzm, opt_n, x, y)
     mem = nzfsdp.memory_report(nzm, opt_n)
+    plain_mem = nzfsdp.memory_report(plain, opt_p)
     state_compressed = any(
         isinstance(v._local_tensor, nzfsdp.CompressedShard)
         for st in opt_n.state.values()
@@ -139,11 +144,13 @@ def case_state_dict(rank):
         ),
         "state_compressed_between_steps": state_compressed,
         "state_ratio": mem.state_ratio,
+        "host": {k: v for k, v in mem.as_dict().items() if k.startswith("host_")},
+        "plain_host": {k: v for k, v in plain_mem.as_dict().items() if k.startswith("host_")},
     }
     # Load into a freshly initialised nzdist model (different seed) and continue: must match plain exactly.
     torch.manual_seed(123)
     fresh = TinyGPT().to(torch.bfloat16)
-    nz_shard(fresh)
+    nz_shard(fresh, **kw)
     opt_f = nzfsdp.CompressedOptimizer(torch.optim.AdamW(fresh.parameters(), lr=1e-2), compress_state=True)
     # The canonical DCP round trip through disk: save, then load in place into the fresh model's own state dicts.
     path = [tempfile.mkdtemp(prefix="nzdist-dcp-") if rank == 0 else None]
@@ -304,7 +311,13 @@ def case_errors(rank):
     return out
 
 
-CASES = {"lora": case_lora, "state_dict": case_state_dict, "policies": case_policies, "errors": case_errors}
+CASES = {
+    "lora": case_lora,
+    "state_dict": case_state_dict,
+    "state_dict_offload": lambda rank: case_state_dict(rank, offload=True),
+    "policies": case_policies,
+    "errors": case_errors,
+}
 
 
 def main(argv):
