@@ -76,7 +76,7 @@ def seal_states(states: list[ShardState], *, agree: bool = True, opened: Opened 
     devices = list({st.device: None for st in states})
     if len(devices) > 1:  # e.g. CPU-offloaded parameters next to GPU optimizer state: one pass per device
         for device in devices:
-            seal_states([st for st in states if st.device == device], agree=agree)
+            seal_states([st for st in states if st.device == device], agree=agree, opened=opened)
         return
     todo = [st for st in states if st.needs_encode()]
     if not plans and not todo:
@@ -103,25 +103,31 @@ def seal_states(states: list[ShardState], *, agree: bool = True, opened: Opened 
             tensors.append(st.dense.to(gather))
             codecs.append(st.meta.codec)
     batch = EncodeBatch(tensors, codecs)
-    flags = _overflow_flags(plans, states, todo, slots, batch.status, device)
-    n = len(tensors)
     open_errors = [] if opened is None or opened.errors is None else [opened.errors.long().to(device)]
+    # Whether this rank's opening decode failed travels in the agreement too: every rank raises, none hangs.
+    local_bad = (open_errors[0] != 0).any().int().view(1) if open_errors else None
+    flags = _overflow_flags(plans, states, todo, slots, batch.status, device, local_bad)
+    n = len(tensors)
     counts = [r.count.view(1).to(device) for r in rests.values()]
     host = read_back(
         torch.cat([batch.status.view(-1).to(device), *[f.long() for _, f in flags], *counts, *open_errors])
     )
     status = [host[2 * i : 2 * i + 2] for i in range(n)]
-    if open_errors:
-        words = host[len(host) - opened.errors.numel() :]
+    at, remote_bad = 2 * n, False
+    for _, f in flags:  # each group's last word: some rank's opening decode failed
+        remote_bad |= bool(host[at + f.numel() - 1])
+        at += f.numel()
+    if open_errors or remote_bad:
+        words = host[len(host) - opened.errors.numel() :] if open_errors else []
         bad = [(st, w) for st, w in zip(opened.states, words) if w]
-        if bad:  # the old payloads stay: nothing computed from the corrupt decode is installed
+        if bad or remote_bad:  # the old payloads stay: nothing computed from a corrupt decode is installed
             for st in states:
                 if st.ct is not None or st.rest is not None:
                     st.dense, st.dirty = None, False
+            where = "; ".join(f"{st.meta.name or 'a parameter'}: {describe_error_word(w)}" for st, w in bad)
             raise FormatError(
-                "nzdist.fsdp: corrupt resident payload found when the optimizer step decoded it ("
-                + "; ".join(f"{st.meta.name or 'a parameter'}: {describe_error_word(w)}" for st, w in bad)
-                + ")"
+                "nzdist.fsdp: corrupt resident payload found when the optimizer step decoded it "
+                + (f"({where})" if bad else "on another rank (this rank's decoded cleanly)")
             )
     payloads = batch.finish(status)
     at_counts = 2 * n + sum(f.numel() for _, f in flags)
@@ -146,9 +152,10 @@ def seal_states(states: list[ShardState], *, agree: bool = True, opened: Opened 
     _report_spills(plans)
 
 
-def _overflow_flags(plans, states, todo, slots, status, device) -> list[tuple[list, torch.Tensor]]:
-    """Per process group: (its plans, the all-reduced int32 flags [len(plans) * world]) on ``device``. A fresh
-    payload is tested on the device (its size is not read yet); an unchanged one from its host-known size."""
+def _overflow_flags(plans, states, todo, slots, status, device, local_bad) -> list[tuple[list, torch.Tensor]]:
+    """Per process group: (its plans, the all-reduced int32 flags [len(plans) * world + 1]) on ``device``. A fresh
+    payload is tested on the device (its size is not read yet); an unchanged one from its host-known size. The
+    last word: ``local_bad`` (this rank's opening decode failed), so every rank learns it."""
     sizes = status[:, 0].to(device) if status.numel() else torch.zeros(0, dtype=torch.int64, device=device)
     fresh = {id(st.plan): idx[-1] for st, idx in zip(todo, slots)}  # the encoded payload that travels
     holder = {id(st.plan): st for st in states}
@@ -158,7 +165,9 @@ def _overflow_flags(plans, states, todo, slots, status, device) -> list[tuple[li
     out = []
     for group_plans in groups.values():
         world, rank = group_plans[0].world, group_plans[0].rank
-        flags = torch.zeros(len(group_plans) * world, dtype=torch.int32, device=device)
+        flags = torch.zeros(len(group_plans) * world + 1, dtype=torch.int32, device=device)
+        if local_bad is not None:
+            flags[-1:] = local_bad
         pos, which, caps, known = [], [], [], []
         for j, plan in enumerate(group_plans):
             st = holder[id(plan)]

@@ -104,9 +104,9 @@ def check_features(c: dict) -> None:
     assert c["policies"]["ok"], c["policies"]
     err = c["errors"]
     assert err["overflow_spill"]["equal_to_plain"] and err["overflow_spill"]["all_ranks"]
-    for key in ("overflow_raise", "overflow_unagreed", "mismatch", "corrupt", "lossy_trainable"):
+    for key in ("overflow_raise", "overflow_unagreed", "mismatch", "corrupt", "corrupt_at_step", "lossy_trainable"):
         assert err[key]["all_ranks"], f"{key}: not raised as expected on every rank: {err[key]['message']}"
-    for key in ("overflow_raise", "overflow_unagreed", "corrupt"):  # the parameter (and the rank) are named
+    for key in ("overflow_raise", "overflow_unagreed", "corrupt", "corrupt_at_step"):  # parameter (and rank) named
         assert err[key]["names_param"], err[key]["message"]
     assert "tok.weight" in err["mismatch"]["message"]
 

@@ -302,11 +302,28 @@ def case_errors(rank):
         "names_param": "blocks.1.fc2.weight" in msg and "rank 1" in msg,
         "all_ranks": _all_ranks_ok(msg),
     }
+    # 3b. A resident payload corrupted after the backward: the optimizer step's own decode finds it, and every
+    # rank raises before any update (the failing rank names the parameter, the others say where it was).
+    torch.manual_seed(0)
+    model = TinyGPT().to(torch.bfloat16)
+    nz_shard(model)
+    opt = nzfsdp.CompressedOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-3))
+    logits = model(x)
+    F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), x.reshape(-1)).backward()
+    if rank == 1:
+        payload = model.blocks[1].fc2.weight._local_tensor._state.ct.data
+        payload[payload.numel() // 2 : payload.numel() // 2 + 8] ^= 0x5A
+    msg = _expect(nzdist.FormatError, opt.step)
+    out["corrupt_at_step"] = {
+        "message": msg,
+        "names_param": ("blocks.1.fc2.weight" in msg) if rank == 1 else ("another rank" in msg),
+        "all_ranks": _all_ranks_ok(msg),
+    }
     # 4. Lossy codecs are refused for trainable parameters.
     msg = _expect(ValueError, lambda: nzfsdp.convert(TinyGPT(), codec=nzdist.Lossy()))
     out["lossy_trainable"] = {"message": msg, "all_ranks": _all_ranks_ok(msg)}
     out["ok"] = all(v["all_ranks"] for v in out.values()) and all(
-        out[k]["names_param"] for k in ("overflow_raise", "overflow_unagreed", "corrupt")
+        out[k]["names_param"] for k in ("overflow_raise", "overflow_unagreed", "corrupt", "corrupt_at_step")
     )
     return out
 
