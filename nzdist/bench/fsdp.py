@@ -132,8 +132,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.worker:
         return _worker(args)
-    from nzdist.bench.common import report
-
     runs = launch(args)
     rows = [_summarise(mode, ranks) for mode, ranks in runs.items()]
     plain = rows[0]
@@ -155,21 +153,30 @@ def main(argv: list[str] | None = None) -> int:
         *CODEC_COLUMNS,
         "final_loss",
     ]
-    report(
+    report_runs(
         "fsdp",
         rows,
         columns,
-        out_dir=args.out_dir,
-        extra={
-            "args": {k: v for k, v in vars(args).items() if k not in ("worker", "result_dir")},
-            "per_rank": runs,
-            "notes": "peak_mem_mib: CUDA peak allocated, or CPU peak RSS growth since before model build; "
-            "param/state bytes: resident per rank after the last step (rank mean); all-gather "
-            "bytes: this rank's contribution per step (rank mean); decode/encode calls and host syncs: "
-            "nzdist.codec_stats per timed step (rank mean; host syncs count what a GPU would wait on)",
-        },
+        args,
+        runs,
+        "peak_mem_mib: CUDA peak allocated, or CPU peak RSS growth since before model build; "
+        "param/state bytes: resident per rank after the last step (rank mean); all-gather "
+        "bytes: this rank's contribution per step (rank mean); decode/encode calls and host syncs: "
+        "nzdist.codec_stats per timed step (rank mean; host syncs count what a GPU would wait on)",
     )
     return 0 if all(r["final_loss"] == "equal" for r in ratios) else 1
+
+
+def report_runs(name: str, rows: list[dict], columns: list[str], args, runs: dict, notes: str):
+    """The table and JSON of a bench built on :func:`launch` (this one, and ``bench offload``)."""
+    from nzdist.bench.common import report
+
+    extra = {
+        "args": {k: v for k, v in vars(args).items() if k not in ("worker", "result_dir")},
+        "per_rank": runs,
+        "notes": notes,
+    }
+    return report(name, rows, columns, out_dir=args.out_dir, extra=extra)
 
 
 def _summarise(mode: str, ranks: list[dict]) -> dict:

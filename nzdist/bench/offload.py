@@ -42,19 +42,14 @@ def main(argv: list[str] | None = None) -> int:
         ratio["losses_bit_identical"] = same
         rows.append(ratio)
     columns = ["mode", "host_param_bytes", "host_optim_bytes", "h2d_bytes_per_step", "step_s", "losses_bit_identical"]
-    from .common import report
-
-    path = report(
+    path = fsdp.report_runs(
         "offload",
         rows,
         columns,
-        out_dir=args.out_dir,
-        extra={
-            "args": {k: v for k, v in vars(args).items() if k not in ("worker", "result_dir")},
-            "per_rank": runs,
-            "notes": "host bytes: nzdist.memory_report host_* fields after the last step (rank mean); "
-            "h2d: nzdist.comm_stats h2d_bytes per timed step (plain: the same copies, dense); step_s: median",
-        },
+        args,
+        runs,
+        "host bytes: nzdist.memory_report host_* fields after the last step (rank mean); "
+        "h2d: nzdist.comm_stats h2d_bytes per timed step (plain: the same copies, dense); step_s: median",
     )
     _plot(runs, path.with_suffix(".png"))
     return 0 if all(r.get("losses_bit_identical", True) for r in rows) else 1

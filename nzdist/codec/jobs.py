@@ -94,21 +94,20 @@ def decode_into(
     outs: Sequence[torch.Tensor],
     errors: torch.Tensor,
     *,
-    slots: bool,
-    grains: Sequence[int | None] | None = None,
-    error_index: Sequence[int] | None = None,
     verify: bool = False,
     threads: int = 0,
+    **layout,
 ) -> None:
-    """Decode ``sources[i]`` (1-D uint8: a payload, or with ``slots`` an all-gather slot holding one) into
+    """Decode ``sources[i]`` (1-D uint8: a payload, or with ``slots=True`` an all-gather slot holding one) into
     ``outs[i]`` (its shape and dtype say what the source must hold; a mismatch is an error, not a guess).
 
     ``errors``: int32 words on the sources' device; job i ORs its error bits into ``errors[error_index[i]]``
-    (default i). ``grains``: elements per work item, the chunk size the payloads were encoded with (None: the
-    dtype's default; a wrong value costs speed only). ``verify``: also check the CRCs on the GPU (the CPU always
-    does). Queued on the current CUDA stream when everything is on the GPU; no host synchronisation either way.
+    (default i). ``layout``: ``slots`` (required), ``grains`` (elements per work item: the chunk size the payloads
+    were encoded with; None the dtype's default; a wrong value costs speed only) and ``error_index``, as for
+    :func:`build_jobs`. ``verify``: also check the CRCs on the GPU (the CPU always does). Queued on the current
+    CUDA stream when everything is on the GPU; no host synchronisation either way.
     """
-    jobs = build_jobs(sources, outs, errors, slots=slots, grains=grains, error_index=error_index)
+    jobs = build_jobs(sources, outs, errors, **layout)
     if not jobs.n_jobs:
         return
     count(decode=1)

@@ -21,8 +21,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
-from torch.distributed.fsdp import FSDPModule
-from torch.distributed.fsdp import CPUOffloadPolicy
+from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule
 from torch.distributed.fsdp import fully_shard as torch_fully_shard
 from torch.distributed.tensor import DTensor
 
@@ -226,6 +225,13 @@ def _all_ranks_ok(msg: str) -> bool:
     return bool(flag.item())
 
 
+def corrupt_on_rank_1(model, rank: int) -> None:
+    """Flip 8 bytes in the middle of blocks.1.fc2.weight's resident payload, on rank 1 only."""
+    if rank == 1:
+        payload = model.blocks[1].fc2.weight._local_tensor._state.ct.data  # the resident payload itself
+        payload[payload.numel() // 2 : payload.numel() // 2 + 8] ^= 0x5A
+
+
 def case_errors(rank):
     out = {}
     x, _ = next(batches(rank, 1))
@@ -292,16 +298,11 @@ def case_errors(rank):
     model = TinyGPT().to(torch.bfloat16)
     nz_shard(model)
     model(x)
-    if rank == 1:
-        payload = model.blocks[1].fc2.weight._local_tensor._state.ct.data  # the resident payload itself
-        payload[payload.numel() // 2 : payload.numel() // 2 + 8] ^= 0x5A
+    corrupt_on_rank_1(model, rank)
     model(x)  # the decoders record the corruption; nothing is read back during the pass
     msg = _expect(nzdist.FormatError, lambda: nzfsdp.check(model))
-    out["corrupt"] = {
-        "message": msg,
-        "names_param": "blocks.1.fc2.weight" in msg and "rank 1" in msg,
-        "all_ranks": _all_ranks_ok(msg),
-    }
+    out["corrupt"] = {"message": msg, "names_param": "blocks.1.fc2.weight" in msg and "rank 1" in msg}
+    out["corrupt"]["all_ranks"] = _all_ranks_ok(msg)
     # 3b. A resident payload corrupted after the backward: the optimizer step's own decode finds it, and every
     # rank raises before any update (the failing rank names the parameter, the others say where it was).
     torch.manual_seed(0)
@@ -310,9 +311,7 @@ def case_errors(rank):
     opt = nzfsdp.CompressedOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-3))
     logits = model(x)
     F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), x.reshape(-1)).backward()
-    if rank == 1:
-        payload = model.blocks[1].fc2.weight._local_tensor._state.ct.data
-        payload[payload.numel() // 2 : payload.numel() // 2 + 8] ^= 0x5A
+    corrupt_on_rank_1(model, rank)
     msg = _expect(nzdist.FormatError, opt.step)
     out["corrupt_at_step"] = {
         "message": msg,
