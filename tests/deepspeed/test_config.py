@@ -91,6 +91,13 @@ def test_zero_settings_neuzip_cannot_serve(zero, message):
         parse(cfg)
 
 
+def test_lossy_trainable_offloaded_weights_are_refused_before_training():
+    cfg = _config(codec="lossy", params="all", compress_at_rest=False)
+    cfg["zero_optimization"].update(offload_param={"device": "cpu"}, offload_optimizer={"device": "cpu"})
+    with pytest.raises(NeuzipConfigError, match='needs neuzip.params "frozen"'):
+        parse(cfg)
+
+
 def test_section_must_be_an_object():
     cfg = _config()
     cfg["neuzip"] = "lossless"

@@ -169,6 +169,21 @@ def test_partitions_compressed_at_rest(torchrun_ranks):
         _assert_compressed(at_rest)
 
 
+def test_zero_offload_holds_host_partitions_compressed(torchrun_ranks):
+    """offload_param + offload_optimizer to cpu: bit-identical to the same config without "neuzip", the host
+    partitions exist only as payloads between steps, and a checkpoint saved under offload resumes exactly."""
+    for rank in torchrun_ranks:
+        run = rank["offload_neuzip"]
+        assert run["losses"] == rank["offload_dense"]["losses"]
+        assert rank["offload_resumed"]["losses"] == run["losses"][6:]
+        mem = run["memory"]
+        assert mem["trainable_at_rest"] and mem["trainable_at_rest_unsupported"] is None
+        assert mem["released_bytes"] == mem["partition_bytes"] == mem["host_param_dense_bytes"]
+        assert mem["host_param_bytes"] == mem["at_rest_payload_bytes"] < 0.75 * mem["host_param_dense_bytes"]
+        assert mem["host_optim_bytes"] == mem["host_optim_dense_bytes"] > 0  # DeepSpeed's, kept dense
+        _assert_compressed(run)
+
+
 def test_partitions_rewritten_outside_a_step(torchrun_ranks):
     # GatheredParameters(modifier_rank=0) rewrites partitions (frozen and trainable, both kept at rest): the
     # payloads must follow, and training must go on exactly as DeepSpeed's own.

@@ -170,6 +170,16 @@ def main() -> int:
         )
         runs["edit_dense"] = edit_between_steps(dense_config(cfg), tokens, freeze=FROZEN)
         runs["edit_at_rest"] = edit_between_steps(at_rest, tokens, freeze=FROZEN)
+        # ZeRO-Offload: parameters and optimizer on the host (torch's AdamW there: no CPU Adam op to build).
+        # nzdist holds the host partitions compressed at rest; a checkpoint is saved and resumed under offload.
+        offload = copy.deepcopy(cfg)
+        offload["zero_optimization"].update(offload_param={"device": "cpu"}, offload_optimizer={"device": "cpu"})
+        offload["zero_force_ds_cpu_optimizer"] = False
+        offload["neuzip"]["compress_at_rest"] = True
+        off_ckpt = None if args.ckpt is None else args.ckpt + "_offload"
+        runs["offload_dense"] = train_deepspeed(dense_config(offload), 12, MODEL, tokens=tokens)
+        runs["offload_neuzip"] = train_deepspeed(offload, 12, MODEL, tokens=tokens, save_dir=off_ckpt, save_at=6)
+        runs["offload_resumed"] = train_deepspeed(offload, 6, MODEL, tokens=tokens, start_step=6, load_dir=off_ckpt)
         lossy = copy.deepcopy(cfg)
         lossy["neuzip"].update(codec="lossy", mantissa_bits=3, params="frozen", compress_at_rest=False)
         runs["frozen_lossy"] = train_deepspeed(lossy, 20, MODEL, tokens=tokens, freeze=FROZEN)
