@@ -18,6 +18,7 @@ from .state import SUPPORTED_DTYPES, ShardMeta
 _HOOKED = "_nzdist_state_dict_hooked"
 _LOAD_HOOKED = "_nzdist_load_hooked"
 _CONVERTED_TO = "_nzdist_converted_to"  # set on a replaced parameter, so tied uses elsewhere find its successor
+_SEAL_BATCH = 64  # shards per batched encode in seal()
 
 
 def convert(
@@ -102,7 +103,11 @@ def seal(module: nn.Module) -> None:
     leaves it lazy). For parameters already all-gathered this also re-agrees, across ranks, which shards outgrew
     their capacity (batched.py): after writing to parameters outside an optimizer step (a manual ``copy_``, ...),
     call it on every rank before the next forward."""
-    seal_states([s._state for s in compressed_shards(module)])
+    states = [s._state for s in compressed_shards(module)]
+    # Batches of a fixed count (the same on every rank: each ends in the spill agreement): one encode's staging
+    # for a whole model at once would double its memory on a GPU.
+    for i in range(0, len(states), _SEAL_BATCH):
+        seal_states(states[i : i + _SEAL_BATCH])
 
 
 def fully_shard(
