@@ -5,6 +5,7 @@
 
 #include "cpu/codec.h"
 #include "cpu/crc32c.h"
+#include "cpu/hostmem.h"
 #include "cpu/parallel.h"
 #include "cuda/records.h"
 #include "validate.h"
@@ -184,6 +185,10 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "default_chunk_elems", [](int dtype) { return nz::default_chunk_elems(uint8_t(dtype)); }, py::arg("dtype"),
       "elements per chunk when a codec config leaves chunk_elems unset (csrc/format.h)");
+
+  m.def(
+      "advise_huge_pages", [](uintptr_t p, uint64_t n) { return nz::advise_huge_pages(reinterpret_cast<void*>(p), n); },
+      py::arg("ptr"), py::arg("nbytes"), "madvise(MADV_HUGEPAGE) on the buffer's whole 2 MiB pages; bytes advised");
 
   m.def(
       "crc32c",

@@ -21,6 +21,10 @@ struct ChunkView {
   uint64_t n, n_pad;
   int n_fields;
   FieldView field[kMaxFields];
+  // Bytes this thread reads next (the chunks it opens after this one), pulled into cache a few lines per step
+  // while this chunk decodes: their checksum pass then reads from cache instead of waiting on DRAM.
+  const uint8_t* ahead = nullptr;
+  uint64_t ahead_bytes = 0;
 };
 
 // Where decoded elements go: bit patterns q << drop (drop = mantissa bits not kept) as 2- or 4-byte elements.

@@ -161,6 +161,12 @@ OpenChunk open_chunk(const Prepared& p, uint64_t c, Scratch& scratch) {
   return {view, target, begin};
 }
 
+// Where chunk c of a prepared payload lies (the index was validated by prepare).
+std::pair<const uint8_t*, uint64_t> chunk_bytes(const Prepared& p, uint64_t c) {
+  const uint64_t start = get_u64(p.index, 8 * c);
+  return {p.src + start, get_u64(p.index, 8 * (c + 1)) - start};
+}
+
 // Block-normalised payloads: multiply the normalisers back in (f32), round into the dtype.
 void finish_chunk(const Prepared& p, const OpenChunk& oc, const Scratch& scratch) {
   const HeaderInfo& h = p.h;
@@ -202,6 +208,17 @@ void decode_prepared(const std::vector<Prepared>& jobs, int threads) {
     OpenChunk oc[2];
     for (uint64_t k = 0; k < count; k++)
       oc[k] = open_chunk(jobs[work[first + k].first], work[first + k].second, scratch[k]);
+    // Threads take items in increasing order, so the next item is what this thread (or one sharing its L3)
+    // opens next: its chunks are prefetched while this one decodes.
+    const uint64_t next = first + group;
+    if (next < work.size()) {
+      auto [lo, len] = chunk_bytes(jobs[work[next].first], work[next].second);
+      const uint64_t last = std::min<uint64_t>(next + group, work.size()) - 1;
+      if (last != next && work[last].first == work[next].first)  // consecutive chunks of a payload are adjacent
+        len += chunk_bytes(jobs[work[last].first], work[last].second).second;
+      oc[0].view.ahead = lo;
+      oc[0].view.ahead_bytes = len;
+    }
     if (!simd) {
       scratch[0].q.resize(oc[0].view.n_pad);
       decode_chunk_scalar(oc[0].view, oc[0].target, scratch[0].q.data());

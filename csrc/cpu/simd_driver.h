@@ -12,10 +12,26 @@
 
 namespace nz::simd {
 
+// Prefetches a chunk's `ahead` bytes spread evenly over its steps (a burst of prefetches would only queue up
+// behind the core's few outstanding-miss slots).
+struct Ahead {
+  const uint8_t* p;
+  const uint8_t* end;
+  uint64_t per_step;
+  Ahead(const ChunkView& c) : p(c.ahead), end(c.ahead + c.ahead_bytes) {
+    const uint64_t steps = c.n / kLanes + 1, lines = (c.ahead_bytes + 63) / 64;
+    per_step = 64 * ((lines + steps - 1) / steps);
+  }
+  void step() {
+    for (uint64_t b = 0; b < per_step && p < end; b += 64, p += 64) __builtin_prefetch(p, 0, 3);
+  }
+};
+
 template <class Isa, int K>
 void fused_steps(const ChunkView* const* c, const DecodeTarget* const* t, typename Isa::Lanes (*lanes)[kMaxFields],
-                 uint64_t s0, uint64_t s1) {
+                 uint64_t s0, uint64_t s1, Ahead& ahead) {
   for (uint64_t step = s0; step < s1; step++) {
+    ahead.step();
     for (int k = 0; k < K; k++) {
       typename Isa::Acc acc = Isa::zero();
       for (int f = 0; f < c[k]->n_fields; f++) {
@@ -62,7 +78,8 @@ void decode_one(const ChunkView& c, const DecodeTarget& t) {
   init_lanes<Isa>(c, lanes[0]);
   const ChunkView* cs[1] = {&c};
   const DecodeTarget* ts[1] = {&t};
-  fused_steps<Isa, 1>(cs, ts, lanes, 0, c.n / kLanes);
+  Ahead ahead(c);
+  fused_steps<Isa, 1>(cs, ts, lanes, 0, c.n / kLanes, ahead);
   finish<Isa>(c, t, lanes[0]);
 }
 
@@ -74,9 +91,10 @@ void decode_pair(const ChunkView& a, const DecodeTarget& ta, const ChunkView& b,
   const ChunkView* cs[2] = {&a, &b};
   const DecodeTarget* ts[2] = {&ta, &tb};
   const uint64_t fa = a.n / kLanes, fb = b.n / kLanes, both = std::min(fa, fb);
-  fused_steps<Isa, 2>(cs, ts, lanes, 0, both);
-  fused_steps<Isa, 1>(cs, ts, lanes, both, fa);
-  fused_steps<Isa, 1>(cs + 1, ts + 1, lanes + 1, both, fb);
+  Ahead ahead(a);  // the pair's successor is recorded on its first chunk
+  fused_steps<Isa, 2>(cs, ts, lanes, 0, both, ahead);
+  fused_steps<Isa, 1>(cs, ts, lanes, both, fa, ahead);
+  fused_steps<Isa, 1>(cs + 1, ts + 1, lanes + 1, both, fb, ahead);
   finish<Isa>(a, ta, lanes[0]);
   finish<Isa>(b, tb, lanes[1]);
 }

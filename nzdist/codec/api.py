@@ -8,6 +8,7 @@ import torch
 
 from .. import _C
 from . import cuda as _gpu
+from . import hostmem
 from .config import Codec, Lossless, Lossy, default_chunk_elems
 from .dtypes import dtype_code
 from .stats import count, read_back
@@ -116,7 +117,10 @@ class EncodeBatch:
             raise ValueError(f"status for {len(status)} payloads, the batch has {len(self.items)}")
         for _total, err in status:
             _raise_encode_error(int(err))
-        datas = [torch.empty(int(total), dtype=torch.uint8, device=self.device) for total, _ in status]
+        if self.device.type == "cpu":
+            datas = [hostmem.empty(int(total), torch.uint8) for total, _ in status]
+        else:
+            datas = [torch.empty(int(total), dtype=torch.uint8, device=self.device) for total, _ in status]
         if self.on_gpu:
             for plan, idx in self.plans:
                 plan.totals = [int(status[i][0]) for i in idx]
@@ -187,10 +191,15 @@ def decompress_batch(
     for i, ct in enumerate(cts):
         if not isinstance(ct, CompressedTensor):
             raise TypeError(f"expected a CompressedTensor, got {type(ct).__name__}")
-        out = torch.empty(ct.shape, dtype=ct.dtype, device=ct.data.device) if outs is None else outs[i]
+        if outs is not None:
+            out = outs[i]
+        elif ct.data.device.type == "cpu":
+            out = hostmem.empty(ct.shape, ct.dtype)
+        else:
+            out = torch.empty(ct.shape, dtype=ct.dtype, device=ct.data.device)
         _check_out(ct, out)
         direct = out.device.type == "cpu" and out.is_contiguous() and _is_plain(out)
-        target = out if direct else torch.empty(ct.shape, dtype=ct.dtype)
+        target = out if direct else hostmem.empty(ct.shape, ct.dtype)
         data = ct.data if ct.data.device.type == "cpu" else ct.data.cpu()
         results.append(out)
         targets.append((target, data))
