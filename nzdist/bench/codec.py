@@ -14,7 +14,9 @@ Throughput is bytes of uncompressed tensor per second; each tensor's encode and 
 ``--repeats`` passes (the passes interleave the codecs, so load from other processes hits all of them alike),
 both in wall-clock time and in CPU time of the process (all its threads): on a machine shared with other work the
 CPU-time rate is the steadier per-core figure, and the ratios against ZipNN are given for both clocks.
-Every decode is checked bit for bit against the input.
+Every decode is checked bit for bit against the input. Thread scaling: the all-threads nzdist row gives its
+wall-clock speedup over one thread (``*_vs_1t``) and that speedup per thread (``*_eff``), on the many small tensors
+of MiniLM and on the one large synthetic tensor.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ COLUMNS = [
     "dec_GB/s",
     "enc_vs_zipnn",
     "dec_vs_zipnn",
+    "enc_vs_1t",
+    "dec_vs_1t",
+    "enc_eff",
+    "dec_eff",
     "bit_exact",
 ]
 DATASETS = ("bf16", "fp32", "synthetic", "fp16")
@@ -99,7 +105,8 @@ class NzdistCodec:
 
         self.nz, self.threads = nzdist, threads
         self.name = "nzdist"
-        self.label = str(threads) if threads else f"all ({nzdist.get_num_threads()})"
+        self.threads_used = threads or nzdist.get_num_threads()
+        self.label = str(threads) if threads else f"all ({self.threads_used})"
 
     def encode(self, t):
         return self.nz.compress(t, codec=self.nz.Lossless(), threads=self.threads)
@@ -250,6 +257,13 @@ def dataset_rows(name: str, tensors: list[torch.Tensor], codecs: list, repeats: 
                 "dense_bytes": dense,
             }
         )
+    # Thread scaling: nzdist on all cores against nzdist on one, wall clock; efficiency = speedup / threads.
+    one = next((r for r in rows if r["codec"] == "nzdist" and r["threads"] == "1"), None)
+    for codec, r in zip(codecs, rows[1:]):
+        if one is not None and codec.name == "nzdist" and r is not one:
+            for op in ("enc", "dec"):
+                r[f"{op}_vs_1t"] = r[f"{op}_GB/s"] / one[f"{op}_GB/s"]
+                r[f"{op}_eff"] = r[f"{op}_vs_1t"] / codec.threads_used
     base = next((r for r in rows if r["codec"] == "zipnn"), None)
     for r in rows:
         if base is not None and "enc_GB/s" in r:
