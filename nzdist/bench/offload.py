@@ -9,6 +9,7 @@ as training goes on.
     nzdist bench offload                          # real MiniLM weights (bf16), 2 ranks, 50 steps
     nzdist bench offload --mixed-precision        # fp32 master + Adam state on the host
     nzdist bench offload --device cuda --nproc 8  # where host -> device copies exist: PCIe-bound step time
+    nzdist bench offload --engine deepspeed       # ZeRO-Offload instead (nzdist bench deepspeed --offload)
 
 Without a GPU the compute device is the host itself, so nothing crosses host -> device in either mode: that
 column then reads 0 for both and only a GPU run measures it (and the step time that depends on it).
@@ -28,7 +29,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.prog = "nzdist bench offload"
     parser.description = __doc__
     parser.set_defaults(steps=50, offload=True, compress_state=True)
+    parser.add_argument(
+        "--engine",
+        choices=("fsdp", "deepspeed"),
+        default="fsdp",
+        help="deepspeed: ZeRO-3 offload_param + offload_optimizer to cpu on MiniLM's weights, dense vs nzdist "
+        "(compress_at_rest + compress_optimizer_state); takes --nproc, --steps, --warmup, --out",
+    )
     args = parser.parse_args(argv)
+    if args.engine == "deepspeed":
+        from . import deepspeed
+
+        return deepspeed.main(
+            ["--offload", "--weights", "minilm", "--nproc", str(args.nproc), "--steps", str(args.steps)]
+            + ["--warmup", str(args.warmup), "--out", args.out_dir]
+        )
     if args.mixed_precision and args.mp_storage == "both":
         args.mp_storage = "remainder"
     runs = fsdp.launch(args)

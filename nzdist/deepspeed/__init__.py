@@ -18,8 +18,8 @@ SUPPORTED_DEEPSPEED = ">=0.19,<0.20"
 class MemoryReport(dict):
     """``nzdist.memory_report(engine)``: the partitions' bytes (partitions.py) and the optimizer state's, with
     ``as_dict()`` like the FSDP report. ``host_*``: what lives in host memory (``offload_param`` /
-    ``offload_optimizer`` to ``cpu``, or a CPU accelerator). DeepSpeed's optimizer state is not compressed, so
-    ``host_optim_bytes`` equals ``host_optim_dense_bytes``."""
+    ``offload_optimizer`` to ``cpu``, or a CPU accelerator). ``host_optim_bytes`` counts payloads where the host
+    optimizer state is held compressed (``compress_optimizer_state``), else it equals ``host_optim_dense_bytes``."""
 
     def as_dict(self) -> dict:
         return dict(self)
@@ -41,6 +41,9 @@ def memory_report(engine) -> MemoryReport:
             seen.add(id(t))
             host += t.numel() * t.element_size()
     report["host_optim_bytes"] = report["host_optim_dense_bytes"] = host
+    state = getattr(engine.neuzip, "optim_state", None)
+    if state is not None:  # every master and moment is on the host under offload_optimizer cpu
+        report["host_optim_bytes"], report["host_optim_dense_bytes"] = state.bytes()
     return report
 
 

@@ -52,6 +52,9 @@ class NeuzipConfig:
     compress_at_rest: keep the (lossless) partitions only as payloads between uses: frozen ones always,
                    trainable ones by freeing DeepSpeed's flat low-precision buffer between optimizer steps
                    (at_rest.py; README: where that is not possible and why).
+    compress_optimizer_state: with ``offload_optimizer: {device: cpu}``, hold the host fp32 master partitions and
+                   the optimizer's moments as lossless payloads between optimizer steps, each sub-group decoded
+                   only for its own update (optim_at_rest.py).
     checkpoint:    {"compress": true, ...} saves engine checkpoints through nzdist's checkpoint engine.
     """
 
@@ -64,6 +67,7 @@ class NeuzipConfig:
     min_numel: int = 4096
     stats: bool = True
     compress_at_rest: bool = False
+    compress_optimizer_state: bool = False
     checkpoint: CheckpointOptions = field(default_factory=CheckpointOptions)
 
     def __post_init__(self) -> None:
@@ -73,6 +77,12 @@ class NeuzipConfig:
         _expect(_is_int(self.min_numel) and self.min_numel >= 1, "min_numel", "an int >= 1", self.min_numel)
         _expect(isinstance(self.stats, bool), "stats", "a boolean", self.stats)
         _expect(isinstance(self.compress_at_rest, bool), "compress_at_rest", "a boolean", self.compress_at_rest)
+        _expect(
+            isinstance(self.compress_optimizer_state, bool),
+            "compress_optimizer_state",
+            "a boolean",
+            self.compress_optimizer_state,
+        )
         if self.codec == "lossy":
             # bf16 is what ZeRO-3 partitions hold in practice; 7 is its full mantissa width.
             _expect(
@@ -175,4 +185,13 @@ def parse(ds_config: Mapping[str, Any]) -> NeuzipConfig | None:
             "neuzip does not support zero_optimization.offload_param.device 'nvme': "
             "partitions swapped to NVMe are not resident to encode"
         )
+    if cfg.compress_optimizer_state:
+        opt_offload = zero.get("offload_optimizer") or {}
+        device = opt_offload.get("device") if isinstance(opt_offload, Mapping) else None
+        if device != "cpu":
+            raise NeuzipConfigError(
+                "neuzip.compress_optimizer_state compresses the optimizer state DeepSpeed keeps in host memory; it "
+                'needs "zero_optimization": {"offload_optimizer": {"device": "cpu"}}, got offload_optimizer device '
+                f"{device!r}"
+            )
     return cfg

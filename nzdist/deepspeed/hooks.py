@@ -124,6 +124,8 @@ def install(engine, partitions: CompressedPartitions) -> CompressedPartitions:
         _keep_trainable_at_rest(engine.optimizer, partitions)
     _hook_optimizer(engine.optimizer, partitions)
     _hook_checkpointing(engine, partitions)
+    if partitions.cfg.compress_optimizer_state:
+        _keep_optimizer_state_at_rest(engine.optimizer, partitions)
     engine.neuzip = partitions
     return partitions
 
@@ -139,6 +141,16 @@ def _keep_trainable_at_rest(optimizer, partitions: CompressedPartitions) -> None
     partitions.settle()
     for name in ("_restore_from_bit16_weights", "offload_states"):  # readers of the buffer's contents
         _materialize_before(optimizer, name, partitions)
+
+
+def _keep_optimizer_state_at_rest(optimizer, partitions: CompressedPartitions) -> None:
+    from .optim_at_rest import HostOptimizerState
+
+    reason = HostOptimizerState.unsupported_reason(optimizer)
+    if reason is not None:  # asked for explicitly, and the config was checked: say why it cannot be done
+        raise RuntimeError(f"nzdist.deepspeed: neuzip.compress_optimizer_state is not possible here: {reason}")
+    partitions.optim_state = HostOptimizerState(optimizer)
+    partitions.optim_state.install()
 
 
 def _materialize_before(obj, name: str, partitions: CompressedPartitions) -> None:

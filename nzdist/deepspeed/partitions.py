@@ -84,6 +84,7 @@ class CompressedPartitions:
         self.params: list = []
         self.flat = None  # FlatBufferAtRest when trainable partitions are kept compressed at rest
         self.flat_unsupported: str | None = None  # why not, when compress_at_rest asked for it
+        self.optim_state = None  # HostOptimizerState when the host optimizer state is kept compressed
         self._pending_errors: list[tuple[torch.Tensor, list[str]]] = []  # gathers' error words, not read yet
 
     # --- which parameters -------------------------------------------------------------------------------

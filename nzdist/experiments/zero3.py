@@ -36,9 +36,11 @@ def train_deepspeed(
     freeze: tuple = (),
     init: str = "random",
     engine_hook=None,
+    at_end=None,
 ) -> dict:
     """Train ``steps`` steps (global steps ``start_step ..``) under ZeRO-3; ``"neuzip"`` in the config selects
-    nzdist's compressed all-gather. Returns this rank's losses, step times and all-gather byte counts."""
+    nzdist's compressed all-gather. Returns this rank's losses, step times and all-gather byte counts;
+    ``at_end(engine)``, if given, runs after the last step on every rank and its result is returned as ``at_end``."""
     import nzdist
     from nzdist.deepspeed import initialize
 
@@ -76,6 +78,7 @@ def train_deepspeed(
             engine.save_checkpoint(save_dir, tag=f"step{save_at}")
     comm = nzdist.comm_stats(reset=True).as_dict()
     memory = nzdist.memory_report(engine).as_dict() if hasattr(engine, "neuzip") else None
+    final = at_end(engine) if at_end is not None else None
     ckpt_engine = type(engine.checkpoint_engine)
     engine.destroy()
     return {
@@ -85,5 +88,6 @@ def train_deepspeed(
         "step_times": times,
         "comm": comm,
         "memory": memory,
+        "at_end": final,
         "checkpoint_engine": f"{ckpt_engine.__module__}.{ckpt_engine.__name__}",
     }

@@ -64,6 +64,7 @@ def test_lossy_frozen_and_checkpoint_options():
         (dict(mantisa_bits=3), "unknown neuzip key(s) ['mantisa_bits']"),
         (dict(checkpoint={"compress": "yes"}), "neuzip.checkpoint.compress"),
         (dict(codec="lossy", params="frozen", compress_at_rest=True), "compress_at_rest needs the lossless"),
+        (dict(compress_optimizer_state="yes"), "neuzip.compress_optimizer_state must be a boolean"),
     ],
 )
 def test_bad_neuzip_values(bad, message):
@@ -171,3 +172,14 @@ def test_training_entry_rejects_bad_config_before_training(tmp_path):
     with pytest.raises(NeuzipConfigError, match="mantissa_bits must be an int in 0..7"):
         main(["--config", str(tmp_path / "bad.json"), "--steps", "1"])
     assert not td.is_initialized()
+
+
+@pytest.mark.parametrize("offload", [None, {"device": "none"}, {"device": "nvme", "nvme_path": "/tmp"}])
+def test_compressed_optimizer_state_needs_host_optimizer(offload):
+    cfg = _config(compress_optimizer_state=True)
+    if offload is not None:
+        cfg["zero_optimization"]["offload_optimizer"] = offload
+    with pytest.raises(NeuzipConfigError, match="compress_optimizer_state .* offload_optimizer"):
+        parse(cfg)
+    cfg["zero_optimization"]["offload_optimizer"] = {"device": "cpu"}
+    assert parse(cfg).compress_optimizer_state is True

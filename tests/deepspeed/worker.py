@@ -10,6 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+import torch  # noqa: E402
 import torch.distributed as td  # noqa: E402
 
 from nzdist.deepspeed.config import load_ds_config  # noqa: E402
@@ -57,6 +58,25 @@ def edit_between_steps(cfg, tokens, freeze=()):
         step(i)
     engine.destroy()
     return {"losses": losses}
+
+
+def fp32_digest(engine):
+    """sha256 of every trainable parameter's full fp32 master and Adam moments, read through deepspeed.utils
+    (collective: every rank calls it, parameters in the same order)."""
+    import hashlib
+
+    from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state
+
+    h = hashlib.sha256()
+    for p in engine.module.parameters():
+        if p.requires_grad:
+            for t in (
+                safe_get_full_fp32_param(p),
+                safe_get_full_optimizer_state(p, "exp_avg"),
+                safe_get_full_optimizer_state(p, "exp_avg_sq"),
+            ):
+                h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def lossy_blocking_gather_is_exact(cfg, tokens):
@@ -177,9 +197,19 @@ def main() -> int:
         offload["zero_force_ds_cpu_optimizer"] = False
         offload["neuzip"]["compress_at_rest"] = True
         off_ckpt = None if args.ckpt is None else args.ckpt + "_offload"
-        runs["offload_dense"] = train_deepspeed(dense_config(offload), 12, MODEL, tokens=tokens)
+        runs["offload_dense"] = train_deepspeed(dense_config(offload), 12, MODEL, tokens=tokens, at_end=fp32_digest)
         runs["offload_neuzip"] = train_deepspeed(offload, 12, MODEL, tokens=tokens, save_dir=off_ckpt, save_at=6)
         runs["offload_resumed"] = train_deepspeed(offload, 6, MODEL, tokens=tokens, start_step=6, load_dir=off_ckpt)
+        # ... and the host fp32 master + Adam moments too, each sub-group decoded only for its own update.
+        off_state = copy.deepcopy(offload)
+        off_state["neuzip"]["compress_optimizer_state"] = True
+        state_ckpt = None if args.ckpt is None else args.ckpt + "_offload_state"
+        runs["offload_state"] = train_deepspeed(
+            off_state, 12, MODEL, tokens=tokens, save_dir=state_ckpt, save_at=6, at_end=fp32_digest
+        )
+        runs["offload_state_resumed"] = train_deepspeed(
+            off_state, 6, MODEL, tokens=tokens, start_step=6, load_dir=state_ckpt
+        )
         lossy = copy.deepcopy(cfg)
         lossy["neuzip"].update(codec="lossy", mantissa_bits=3, params="frozen", compress_at_rest=False)
         runs["frozen_lossy"] = train_deepspeed(lossy, 20, MODEL, tokens=tokens, freeze=FROZEN)
