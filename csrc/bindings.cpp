@@ -7,6 +7,7 @@
 #include "cpu/crc32c.h"
 #include "cpu/hostmem.h"
 #include "cpu/parallel.h"
+#include "cpu/remainder.h"
 #include "cuda/records.h"
 #include "validate.h"
 
@@ -185,6 +186,30 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "default_chunk_elems", [](int dtype) { return nz::default_chunk_elems(uint8_t(dtype)); }, py::arg("dtype"),
       "elements per chunk when a codec config leaves chunk_elems unset (csrc/format.h)");
+
+  m.def(
+      "remainder_split",
+      [](uintptr_t x, uintptr_t hi, uint64_t n, uintptr_t lo, uintptr_t index, uintptr_t upper, uint64_t room,
+         int threads) {
+        py::gil_scoped_release nogil;
+        return nz::remainder_split(reinterpret_cast<const uint32_t*>(x), reinterpret_cast<const uint16_t*>(hi), n,
+                                   reinterpret_cast<uint16_t*>(lo), reinterpret_cast<int64_t*>(index),
+                                   reinterpret_cast<uint16_t*>(upper), room, threads);
+      },
+      py::arg("x_ptr"), py::arg("hi_ptr"), py::arg("n"), py::arg("lo_ptr"), py::arg("index_ptr"), py::arg("upper_ptr"),
+      py::arg("room"), py::arg("threads") = 0, "fsdp/remainder.py's split of host shards in one pass; the count");
+
+  m.def(
+      "remainder_join",
+      [](uintptr_t hi, uintptr_t lo, uintptr_t index, uintptr_t upper, uint64_t room, uint64_t n, uintptr_t out,
+         int threads) {
+        py::gil_scoped_release nogil;
+        nz::remainder_join(reinterpret_cast<const uint16_t*>(hi), reinterpret_cast<const uint16_t*>(lo),
+                           reinterpret_cast<const int64_t*>(index), reinterpret_cast<const uint16_t*>(upper), room, n,
+                           reinterpret_cast<uint32_t*>(out), threads);
+      },
+      py::arg("hi_ptr"), py::arg("lo_ptr"), py::arg("index_ptr"), py::arg("upper_ptr"), py::arg("room"), py::arg("n"),
+      py::arg("out_ptr"), py::arg("threads") = 0, "fsdp/remainder.py's join into host memory in one pass");
 
   m.def(
       "advise_huge_pages", [](uintptr_t p, uint64_t n) { return nz::advise_huge_pages(reinterpret_cast<void*>(p), n); },

@@ -28,6 +28,7 @@ import os
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 from nzdist.experiments.config import default_deepspeed_config
 
@@ -166,7 +167,7 @@ def _worker(args) -> int:
     for name, config in _runs(cfg, args.offload):
         counter.take()
         nzdist.codec_stats(reset=True)
-        r = train_deepspeed(config, total, model_cfg, tokens=tokens, init=args.weights)
+        r = train_deepspeed(config, total, model_cfg, tokens=tokens, init=args.weights, record_host=args.offload)
         sent = counter.take()
         codec = nzdist.codec_stats(reset=True).as_dict()  # over every step, set-up included
         results.append(
@@ -178,6 +179,7 @@ def _worker(args) -> int:
                 "comm": r["comm"],
                 "memory": r["memory"],
                 "codec": {k: v / total for k, v in codec.items()},
+                "host_per_step": r["host_per_step"],
             }
         )
     world = td.get_world_size()
@@ -284,6 +286,7 @@ def _offload_report(args, gathered: list, n_params: int, model_cfg, total: int) 
                 "losses_bit_identical": all(rank[i]["losses"] == rank[0]["losses"] for rank in gathered),
             }
         )
+    png = _plot_host(gathered[0][nz], dense, Path(args.out_dir) / "offload_deepspeed.png")
     report(
         "offload_deepspeed",
         rows,
@@ -296,9 +299,40 @@ def _offload_report(args, gathered: list, n_params: int, model_cfg, total: int) 
             "steps": args.steps,
             "warmup": args.warmup,
             "per_rank": gathered,
+            "plot": str(png),
         },
     )
     return 0 if all(r["losses_bit_identical"] for r in rows) else 1
+
+
+def _plot_host(run: dict, dense: dict, path: Path) -> Path:
+    """Rank 0's host bytes after each step, nzdist against dense (flat lines: DeepSpeed's never change)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    series = run["host_per_step"]
+    steps = range(1, len(series) + 1)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, label in (("host_param_bytes", "bf16 partitions"), ("host_optim_bytes", "fp32 master + Adam")):
+        (line,) = ax.plot(steps, [s[key] / 2**20 for s in series], label=f"nzdist: {label}")
+        ax.axhline(
+            dense[key.replace("_bytes", "_dense_bytes")] / 2**20,
+            ls="--",
+            color=line.get_color(),
+            label=f"dense: {label}",
+        )
+    ax.set_xlabel("step")
+    ax.set_ylabel("host MiB (rank 0)")
+    ax.set_title("DeepSpeed ZeRO-Offload: host memory, dense vs nzdist")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"wrote {path}")
+    return path
 
 
 if __name__ == "__main__":

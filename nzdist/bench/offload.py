@@ -41,7 +41,17 @@ def main(argv: list[str] | None = None) -> int:
         from . import deepspeed
 
         return deepspeed.main(
-            ["--offload", "--weights", "minilm", "--nproc", str(args.nproc), "--steps", str(args.steps)]
+            [
+                "--offload",
+                "--weights",
+                "minilm",
+                "--layers",
+                "6",
+                "--nproc",
+                str(args.nproc),
+                "--steps",
+                str(args.steps),
+            ]
             + ["--warmup", str(args.warmup), "--out", args.out_dir]
         )
     if args.mixed_precision and args.mp_storage == "both":

@@ -37,10 +37,12 @@ def train_deepspeed(
     init: str = "random",
     engine_hook=None,
     at_end=None,
+    record_host: bool = False,
 ) -> dict:
     """Train ``steps`` steps (global steps ``start_step ..``) under ZeRO-3; ``"neuzip"`` in the config selects
     nzdist's compressed all-gather. Returns this rank's losses, step times and all-gather byte counts;
-    ``at_end(engine)``, if given, runs after the last step on every rank and its result is returned as ``at_end``."""
+    ``at_end(engine)``, if given, runs after the last step on every rank and its result is returned as ``at_end``;
+    ``record_host``: ``host_per_step``, the host parameter and optimizer bytes after each step (nzdist engines)."""
     import nzdist
     from nzdist.deepspeed import initialize
 
@@ -65,7 +67,7 @@ def train_deepspeed(
     batch = engine.train_micro_batch_size_per_gpu()
     device = engine.device
     nzdist.comm_stats(reset=True)
-    losses, times = [], []
+    losses, times, host = [], [], []
     for step in range(start_step, start_step + steps):
         x, y = batch_for_step(tokens, step, batch, model_cfg.seq_len, rank, world, seed)
         t0 = time.perf_counter()
@@ -74,6 +76,9 @@ def train_deepspeed(
         engine.step()
         times.append(time.perf_counter() - t0)
         losses.append(loss.item())
+        if record_host and hasattr(engine, "neuzip"):  # host bytes after every step (nzdist bench offload)
+            report = nzdist.memory_report(engine)
+            host.append({k: report[k] for k in ("host_param_bytes", "host_optim_bytes")})
         if save_dir is not None and save_at is not None and step + 1 == save_at:
             engine.save_checkpoint(save_dir, tag=f"step{save_at}")
     comm = nzdist.comm_stats(reset=True).as_dict()
@@ -89,5 +94,6 @@ def train_deepspeed(
         "comm": comm,
         "memory": memory,
         "at_end": final,
+        "host_per_step": host,
         "checkpoint_engine": f"{ckpt_engine.__module__}.{ckpt_engine.__name__}",
     }

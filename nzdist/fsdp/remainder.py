@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import torch
 
+from nzdist.codec.split16 import join_host, split_host
+
 _ROOM_PER = 2048  # exception slots: one per this many elements (+16): ~16x the tie rate of random low bits
 
 
@@ -60,22 +62,42 @@ def _high_guess(hi16: torch.Tensor, lo16: torch.Tensor) -> torch.Tensor:
     return hi16 - carry.to(torch.int16)
 
 
+def _on_host(*tensors: torch.Tensor) -> bool:
+    return all(
+        t.device.type == "cpu" and t.is_contiguous() and type(t) in (torch.Tensor, torch.nn.Parameter) for t in tensors
+    )
+
+
 def split(x: torch.Tensor) -> tuple[torch.Tensor, Remainder]:
     """(x.to(bf16), the remainder) for a contiguous fp32 tensor; device ops only, nothing read back. Transient
-    memory: about 8 bytes per element besides the outputs."""
+    memory: about 8 bytes per element besides the outputs (none on the host, where one C++ pass does it)."""
     flat = x.reshape(-1)
+    hi = flat.to(torch.bfloat16)  # torch's own cast on every device: what plain FSDP2 gathers, NaNs included
+    if _on_host(flat):
+        lo, index, upper, count = split_host(flat, hi, room_for(flat.numel()))
+        return hi.view(x.shape), Remainder(lo, index, upper, count)
+    return _split_elementwise(flat, hi, x.shape)
+
+
+def _split_elementwise(flat: torch.Tensor, hi: torch.Tensor, shape) -> tuple[torch.Tensor, Remainder]:
     halves = flat.view(torch.int16).view(-1, 2)  # little-endian: [:, 0] low half, [:, 1] high half
     lo = halves[:, 0].clone()
-    hi = flat.to(torch.bfloat16)
     wrong = _high_guess(hi.view(torch.int16), lo) != halves[:, 1]
     room = room_for(flat.numel())
     index = torch.nonzero_static(wrong, size=room, fill_value=flat.numel()).view(-1)
     upper = torch.cat([halves[:, 1], halves.new_zeros(1)])[index]  # the dummy slot for unused entries
-    return hi.view(x.shape), Remainder(lo, index, upper, wrong.sum())
+    return hi.view(shape), Remainder(lo, index, upper, wrong.sum())
 
 
 def join(hi: torch.Tensor, rest: Remainder, out: torch.Tensor) -> torch.Tensor:
     """Write the fp32 values of (``hi``, ``rest``) into ``out`` (contiguous fp32 of hi's shape); returns out."""
+    if _on_host(hi, out, rest.lo, rest.index, rest.upper):
+        join_host(hi.reshape(-1), rest.lo, rest.index, rest.upper, out.view(-1))
+        return out
+    return _join_elementwise(hi, rest, out)
+
+
+def _join_elementwise(hi: torch.Tensor, rest: Remainder, out: torch.Tensor) -> torch.Tensor:
     n = hi.numel()
     upper = torch.empty(n + 1, dtype=torch.int16, device=hi.device)  # slot n: where unused entries point
     upper[:n] = _high_guess(hi.reshape(-1).view(torch.int16), rest.lo)

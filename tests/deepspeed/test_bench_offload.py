@@ -1,5 +1,5 @@
 """`nzdist bench offload --engine deepspeed` at the smallest size: ZeRO-Offload dense vs nzdist on MiniLM's weights,
-host parameter and optimizer bytes below dense, every loss bit-identical, table + JSON."""
+host parameter and optimizer bytes below dense, every loss bit-identical, table + JSON + PNG."""
 
 from __future__ import annotations
 
@@ -29,3 +29,6 @@ def test_bench_offload_deepspeed_smoke(tmp_path):
     assert 0 < nz["host_param_vs_dense"] < 0.75  # bf16 partitions, MiniLM's trained weights
     assert 0 < nz["host_optim_vs_dense"] < 1  # fp32 master + Adam moments, lossless
     assert rows["offload dense"]["host_optim_vs_dense"] == 1
+    per_step = data["per_rank"][0][1]["host_per_step"]  # rank 0, the nzdist run: after every step
+    assert len(per_step) == 3 and all(0 < s["host_optim_bytes"] for s in per_step)
+    assert (tmp_path / "offload_deepspeed.png").stat().st_size > 1000

@@ -62,10 +62,20 @@ def edit_between_steps(cfg, tokens, freeze=()):
 
 def fp32_digest(engine):
     """sha256 of every trainable parameter's full fp32 master and Adam moments, read through deepspeed.utils
-    (collective: every rank calls it, parameters in the same order)."""
+    (collective: every rank calls it, parameters in the same order), after halving the first one's master and
+    exp_avg through the setters: what a setter writes must survive the re-encode."""
     import hashlib
 
-    from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state
+    from deepspeed.utils import (
+        safe_get_full_fp32_param,
+        safe_get_full_optimizer_state,
+        safe_set_full_fp32_param,
+        safe_set_full_optimizer_state,
+    )
+
+    first = next(p for p in engine.module.parameters() if p.requires_grad)
+    safe_set_full_fp32_param(first, safe_get_full_fp32_param(first) * 0.5)
+    safe_set_full_optimizer_state(first, safe_get_full_optimizer_state(first, "exp_avg") * 0.5, "exp_avg")
 
     h = hashlib.sha256()
     for p in engine.module.parameters():

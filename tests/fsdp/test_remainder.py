@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from nzdist.fsdp.param import CompressedShard
@@ -61,3 +62,30 @@ def test_split_shard_round_trip_and_resident_bytes():
     shard.mul_(0.5)
     shard.seal_()
     assert torch.equal(shard.dense().view(torch.int32), (x * 0.5).view(torch.int32)) and st.encodes == 2
+
+
+def test_host_pass_matches_the_elementwise_reference():
+    """Host shards split and join in one C++ pass; device shards keep torch's elementwise ops. Same results."""
+    from nzdist.fsdp.remainder import _join_elementwise, _split_elementwise
+
+    x = _patterns()
+    hi, rest = split(x)
+    ref_hi, ref = _split_elementwise(x.reshape(-1), x.reshape(-1).to(torch.bfloat16), x.shape)
+    assert torch.equal(int_view(hi), int_view(ref_hi))
+    for a, b in ((rest.lo, ref.lo), (rest.index, ref.index), (rest.upper, ref.upper), (rest.count, ref.count)):
+        assert torch.equal(a, b)
+    mixed = hi.clone().view(torch.int16)
+    mixed[::3] = torch.randint(-(2**15), 2**15, mixed[::3].shape, dtype=torch.int16)  # any hi, not only casts
+    hi2 = mixed.view(torch.bfloat16)
+    out, ref_out = join(hi2, rest, torch.empty_like(x)), _join_elementwise(hi2, rest, torch.empty_like(x))
+    assert torch.equal(out.view(torch.int32), ref_out.view(torch.int32))
+
+
+def test_host_split_counts_past_a_full_table_and_join_rejects_bad_indices():
+    x = torch.full((5000,), 0x3F818000, dtype=torch.int32).view(torch.float32)  # ties rounded up: all exceptions
+    hi, rest = split(x)
+    assert int(rest.count) == 5000 > rest.room and bool((rest.index < 5000).all())  # first `room`, in order
+    assert torch.equal(rest.index, torch.arange(rest.room))
+    rest.index[0] = 5001
+    with pytest.raises(ValueError, match="exception index 5001"):
+        join(hi, rest, torch.empty_like(x))
