@@ -52,3 +52,17 @@ def report(
     )
     print(f"wrote {path}")
     return path
+
+
+def save_host_plot(fig, ax, title: str, path) -> None:
+    """Finish and write a host-bytes-per-step figure (the offload benches: rank 0's MiB after every step)."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel("step")
+    ax.set_ylabel("host MiB (rank 0)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"wrote {path}")

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from nzdist.experiments.config import default_deepspeed_config
 
-from .common import report
+from .common import report, save_host_plot
 
 COLUMNS = [
     "run",
@@ -193,44 +193,54 @@ def _worker(args) -> int:
         return _offload_report(args, gathered, n_params, model_cfg, total)
     rows = []
     dense_lp = next(r["memory"]["partition_bytes"] for r in results if r["memory"])  # same model, same split
-    base_ms = statistics.median(t for rank in gathered for t in rank[0]["times"]) * 1e3
     base_bytes = sum(rank[0]["sent"] for rank in gathered) / world
     for i, run in enumerate(results):
-        ms = statistics.median(t for rank in gathered for t in rank[i]["times"]) * 1e3
         sent = sum(rank[i]["sent"] for rank in gathered) / world
         c = run["comm"]
         rows.append(
             {
-                "run": run["run"],
-                "ranks": world,
-                "params": n_params,
-                "step_ms": ms,
-                "step_vs_dense": ms / base_ms,
+                **_timing(gathered, i, n_params),
                 "allgather_MB/step": sent / 1e6,
                 "bytes_vs_dense": sent / base_bytes if base_bytes else float("nan"),
                 "payload/dense": c["ratio"] if c["dense_bytes"] else "",
                 "lp_partitions_MB/rank": _lp_bytes(run["memory"], dense_lp) / 1e6,
                 **{f"{k}/step": run["codec"][k] for k in ("decode_calls", "encode_calls", "host_syncs")},
-                "final_loss": run["losses"][-1],
-                "losses_bit_identical": all(rank[i]["losses"] == rank[0]["losses"] for rank in gathered),
+                **_outcome(gathered, i),
             }
         )
     name = "deepspeed" if args.weights == "random" else f"deepspeed_{args.weights}"
-    report(
-        name,
-        rows,
-        COLUMNS,
-        out_dir=args.out_dir,
-        extra={
-            "config": args.config,
-            "model": vars(model_cfg),
-            "weights": args.weights,
-            "steps": args.steps,
-            "warmup": args.warmup,
-            "per_rank": gathered,
-        },
-    )
+    _report(name, rows, COLUMNS, args, model_cfg, gathered)
     return 0
+
+
+def _report(name: str, rows: list, columns: list, args, model_cfg, gathered: list, **extra) -> None:
+    settings = {"config": args.config, "model": vars(model_cfg), "weights": args.weights, "steps": args.steps}
+    settings.update(warmup=args.warmup, per_rank=gathered, **extra)
+    report(name, rows, columns, out_dir=args.out_dir, extra=settings)
+
+
+def _step_ms(gathered: list, i: int) -> float:
+    return statistics.median(t for rank in gathered for t in rank[i]["times"]) * 1e3
+
+
+def _timing(gathered: list, i: int, n_params: int) -> dict:
+    """Run i's leading columns: its name, the ranks, the model size, its median step against run 0's (dense)."""
+    ms = _step_ms(gathered, i)
+    return {
+        "run": gathered[0][i]["run"],
+        "ranks": len(gathered),
+        "params": n_params,
+        "step_ms": ms,
+        "step_vs_dense": ms / _step_ms(gathered, 0),
+    }
+
+
+def _outcome(gathered: list, i: int) -> dict:
+    """Run i's closing columns: its last loss, and whether every rank's losses equal run 0's bit for bit."""
+    return {
+        "final_loss": gathered[0][i]["losses"][-1],
+        "losses_bit_identical": all(rank[i]["losses"] == rank[0]["losses"] for rank in gathered),
+    }
 
 
 def _runs(cfg: dict, offload: bool) -> list[tuple[str, dict]]:
@@ -256,52 +266,30 @@ def _runs(cfg: dict, offload: bool) -> list[tuple[str, dict]]:
 
 
 def _offload_report(args, gathered: list, n_params: int, model_cfg, total: int) -> int:
-    world = len(gathered)
     mean = lambda i, key: statistics.fmean(rank[i]["memory"][key] for rank in gathered)  # noqa: E731
     nz = next(i for i, run in enumerate(gathered[0]) if run["memory"])
     dense = {k: mean(nz, k) for k in ("host_param_dense_bytes", "host_optim_dense_bytes")}
     h2d_dense = statistics.fmean(rank[nz]["comm"]["h2d_dense_bytes"] for rank in gathered) / total
-    base_ms = statistics.median(t for rank in gathered for t in rank[0]["times"]) * 1e3
     rows = []
     for i, run in enumerate(gathered[0]):
-        ms = statistics.median(t for rank in gathered for t in rank[i]["times"]) * 1e3
         held = run["memory"] is not None
         param = mean(i, "host_param_bytes") if held else dense["host_param_dense_bytes"]
         optim = mean(i, "host_optim_bytes") if held else dense["host_optim_dense_bytes"]
         h2d = statistics.fmean(rank[i]["comm"]["h2d_bytes"] for rank in gathered) / total if held else h2d_dense
         rows.append(
             {
-                "run": run["run"],
-                "ranks": world,
-                "params": n_params,
-                "step_ms": ms,
-                "step_vs_dense": ms / base_ms,
+                **_timing(gathered, i, n_params),
                 "host_param_MB/rank": param / 1e6,
                 "host_param_vs_dense": param / dense["host_param_dense_bytes"],
                 "host_optim_MB/rank": optim / 1e6,
                 "host_optim_vs_dense": optim / dense["host_optim_dense_bytes"],
                 "h2d_MB/step": h2d / 1e6,
                 "h2d_vs_dense": h2d / h2d_dense if h2d_dense else float("nan"),
-                "final_loss": run["losses"][-1],
-                "losses_bit_identical": all(rank[i]["losses"] == rank[0]["losses"] for rank in gathered),
+                **_outcome(gathered, i),
             }
         )
     png = _plot_host(gathered[0][nz], dense, Path(args.out_dir) / "offload_deepspeed.png")
-    report(
-        "offload_deepspeed",
-        rows,
-        OFFLOAD_COLUMNS,
-        out_dir=args.out_dir,
-        extra={
-            "config": args.config,
-            "model": vars(model_cfg),
-            "weights": args.weights,
-            "steps": args.steps,
-            "warmup": args.warmup,
-            "per_rank": gathered,
-            "plot": str(png),
-        },
-    )
+    _report("offload_deepspeed", rows, OFFLOAD_COLUMNS, args, model_cfg, gathered, plot=str(png))
     return 0 if all(r["losses_bit_identical"] for r in rows) else 1
 
 
@@ -324,14 +312,7 @@ def _plot_host(run: dict, dense: dict, path: Path) -> Path:
             color=line.get_color(),
             label=f"dense: {label}",
         )
-    ax.set_xlabel("step")
-    ax.set_ylabel("host MiB (rank 0)")
-    ax.set_title("DeepSpeed ZeRO-Offload: host memory, dense vs nzdist")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    print(f"wrote {path}")
+    save_host_plot(fig, ax, "DeepSpeed ZeRO-Offload: host memory, dense vs nzdist", path)
     return path
 
 

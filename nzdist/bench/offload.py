@@ -21,6 +21,7 @@ import statistics
 import sys
 
 from . import fsdp
+from .common import save_host_plot
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,11 +107,4 @@ def _plot(runs: dict, path) -> None:
         steps = range(1, len(series) + 1)
         ax.plot(steps, [s["host_param_bytes"] / 2**20 for s in series], label=f"{mode}: parameters")
         ax.plot(steps, [s["host_optim_bytes"] / 2**20 for s in series], "--", label=f"{mode}: optimizer state")
-    ax.set_xlabel("step")
-    ax.set_ylabel("host MiB (rank 0)")
-    ax.set_title("FSDP2 CPUOffloadPolicy: host memory, plain vs nzdist")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    print(f"wrote {path}")
+    save_host_plot(fig, ax, "FSDP2 CPUOffloadPolicy: host memory, plain vs nzdist", path)
